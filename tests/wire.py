@@ -1,0 +1,195 @@
+"""A black-box client for tests, written only from the protocol page.
+
+It speaks newline-delimited JSON-RPC over a Unix socket and nothing more,
+so tests exercise the daemon exactly as any client would.
+"""
+
+from __future__ import annotations
+
+import itertools
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+import anyio
+from anyio.abc import SocketStream
+from anyio.streams.buffered import BufferedByteReceiveStream
+
+MAX_LINE = 64 * 1024 * 1024
+
+
+class RpcFailed(Exception):
+    """A call answered with an error object."""
+
+    def __init__(self, error: dict[str, Any]) -> None:
+        super().__init__(f"{error['code']}: {error['message']}")
+        self.error = error
+        self.code = error["code"]
+        self.data = error.get("data")
+
+
+def request(method: str, params: dict[str, Any], id: Any = None) -> dict[str, Any]:
+    """A request object; ``id=None`` makes it a notification."""
+    message: dict[str, Any] = {"jsonrpc": "2.0", "method": method, "params": params}
+    if id is not None:
+        message["id"] = id
+    return message
+
+
+class Wire:
+    """One async connection: send lines, read lines, or make calls."""
+
+    def __init__(self, stream: SocketStream) -> None:
+        self.stream = stream
+        self.reader = BufferedByteReceiveStream(stream)
+        self._ids = itertools.count(1)
+
+    @classmethod
+    async def connect(cls, path: Path | str) -> Wire:
+        return cls(await anyio.connect_unix(path))
+
+    async def aclose(self) -> None:
+        await self.stream.aclose()
+
+    async def __aenter__(self) -> Wire:
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        await self.aclose()
+
+    async def send_raw(self, data: bytes) -> None:
+        await self.stream.send(data)
+
+    async def send(self, message: Any) -> None:
+        await self.stream.send(json.dumps(message).encode() + b"\n")
+
+    async def receive(self) -> Any:
+        line = await self.reader.receive_until(b"\n", MAX_LINE)
+        return json.loads(line)
+
+    async def response(self, message: Any) -> Any:
+        await self.send(message)
+        return await self.receive()
+
+    async def call(self, method: str, /, **params: Any) -> Any:
+        """Call and return the result, or raise ``RpcFailed``."""
+        call_id = next(self._ids)
+        reply = await self.response(request(method, params, call_id))
+        assert reply["id"] == call_id, reply
+        if "error" in reply:
+            raise RpcFailed(reply["error"])
+        return reply["result"]
+
+    async def error(self, method: str, /, **params: Any) -> dict[str, Any]:
+        """Call expecting an error; return the error object."""
+        try:
+            result = await self.call(method, **params)
+        except RpcFailed as exc:
+            return exc.error
+        raise AssertionError(f"{method} succeeded with {result!r}; an error was expected")
+
+
+def call_sync(path: Path | str, method: str, /, timeout: float = 10, **params: Any) -> Any:
+    """One blocking call on a fresh connection (for subprocess tests)."""
+    with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as sock:
+        sock.settimeout(timeout)
+        sock.connect(str(path))
+        sock.sendall(json.dumps(request(method, params, 1)).encode() + b"\n")
+        data = b""
+        while not data.endswith(b"\n"):
+            chunk = sock.recv(65536)
+            if not chunk:
+                raise ConnectionError("daemon closed the connection")
+            data += chunk
+    reply = json.loads(data)
+    if "error" in reply:
+        raise RpcFailed(reply["error"])
+    return reply["result"]
+
+
+def wait_until(condition: Any, timeout: float = 15, message: str = "condition") -> None:
+    """Poll ``condition`` until true or fail after ``timeout`` seconds (never a bare sleep)."""
+    deadline = time.monotonic() + timeout
+    while not condition():
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out waiting for {message}")
+        time.sleep(0.01)
+
+
+def answers(path: Path) -> bool:
+    try:
+        return call_sync(path, "probe", timeout=1)["ok"] is True
+    except (OSError, RpcFailed):
+        return False
+
+
+class DaemonProcess:
+    """``python -m vtd`` in a subprocess, for signal, crash and restart tests."""
+
+    def __init__(self, socket_path: Path, data_dir: Path, *args: str, env: dict[str, str] | None = None):
+        self.socket_path = socket_path
+        self.data_dir = data_dir
+        self.args = list(args)
+        self.env = {**os.environ, **(env or {})}
+        self.process: subprocess.Popen[bytes] | None = None
+
+    def command(self) -> list[str]:
+        return [
+            sys.executable, "-m", "vtd",
+            "--socket", str(self.socket_path),
+            "--data-dir", str(self.data_dir),
+            *self.args,
+        ]
+
+    def start(self, wait: bool = True) -> DaemonProcess:
+        self.process = subprocess.Popen(
+            self.command(), env=self.env, stdout=subprocess.PIPE, stderr=subprocess.PIPE
+        )
+        if wait:
+            wait_until(
+                lambda: answers(self.socket_path) or self.process.poll() is not None,
+                message="the daemon to answer probe",
+            )
+            if self.process.poll() is not None:
+                raise AssertionError(f"daemon exited: {self.stderr()}")
+        return self
+
+    def stderr(self) -> str:
+        assert self.process is not None
+        if self.process.poll() is None:
+            return "(still running)"
+        return self.process.stderr.read().decode() if self.process.stderr else ""
+
+    def signal(self, signum: int) -> None:
+        assert self.process is not None
+        self.process.send_signal(signum)
+
+    def stop(self, timeout: float = 20) -> int:
+        """SIGTERM and wait; answer the exit status."""
+        self.signal(signal.SIGTERM)
+        return self.wait(timeout)
+
+    def kill(self) -> None:
+        self.signal(signal.SIGKILL)
+        self.wait()
+
+    def wait(self, timeout: float = 20) -> int:
+        assert self.process is not None
+        return self.process.wait(timeout)
+
+    def __enter__(self) -> DaemonProcess:
+        return self.start()
+
+    def __exit__(self, *exc: object) -> None:
+        if self.process is not None and self.process.poll() is None:
+            self.process.kill()
+            self.process.wait()
+        for stream in (self.process.stdout, self.process.stderr) if self.process else ():
+            if stream:
+                stream.close()

@@ -1,0 +1,209 @@
+"""The single writer of one SQLite database.
+
+A ``WriterActor`` is a task that owns a database's only write connection.
+Callers ``submit`` a job, a function of the connection; the actor applies
+jobs in the order they were submitted, in a worker thread so the event loop
+never waits on the disk. Jobs that queue up while a commit is in progress
+are applied together in one transaction and made durable by one fsync
+(group commit); each job runs under its own savepoint, so one caller's
+failure never undoes or fails another's.
+"""
+
+from __future__ import annotations
+
+import logging
+import sqlite3
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any, Generic, TypeVar
+
+import anyio
+from anyio.streams.memory import MemoryObjectReceiveStream, MemoryObjectSendStream
+
+from vtd import schema
+from vtd.errors import StorageUnavailable
+
+log = logging.getLogger(__name__)
+
+T = TypeVar("T")
+
+Job = Callable[[sqlite3.Connection], T]
+
+MAX_BATCH = 512
+QUEUE_SIZE = 1024
+
+
+class ActorClosed(Exception):
+    """The actor no longer takes jobs (its database was closed)."""
+
+
+class PendingWrite(Generic[T]):
+    """One submitted job; ``result()`` waits for its commit and answers its outcome."""
+
+    __slots__ = ("_done", "_error", "_value", "job")
+
+    def __init__(self, job: Job[T]) -> None:
+        self.job = job
+        self._done = anyio.Event()
+        self._value: Any = None
+        self._error: BaseException | None = None
+
+    def _settle(self, value: Any, error: BaseException | None) -> None:
+        self._value, self._error = value, error
+
+    async def result(self) -> T:
+        """The job's return value once durably committed, or its exception."""
+        await self._done.wait()
+        if self._error is not None:
+            raise self._error
+        return self._value  # type: ignore[no-any-return]
+
+
+class WriterActor:
+    """Applies jobs to one database file, in order, with group commit.
+
+    ``opened`` is set once the first attempt to open the file is over;
+    ``fault`` then says why the database is unusable, or is ``None``. A failed
+    open is retried before each later batch, so a fault that goes away (a full
+    disk that gets space) heals without a restart.
+    """
+
+    def __init__(
+        self,
+        name: str,
+        path: Path,
+        migrate: Callable[[sqlite3.Connection], None],
+        *,
+        after: anyio.Event | None = None,
+    ) -> None:
+        self.name = name
+        self.path = path
+        self.opened = anyio.Event()
+        self.stopped = anyio.Event()
+        self.fault: StorageUnavailable | None = None
+        self.busy_since: float | None = None
+        self._migrate = migrate
+        self._after = after
+        self._conn: sqlite3.Connection | None = None
+        self._send: MemoryObjectSendStream[PendingWrite[Any]]
+        self._receive: MemoryObjectReceiveStream[PendingWrite[Any]]
+        self._send, self._receive = anyio.create_memory_object_stream[PendingWrite[Any]](
+            QUEUE_SIZE
+        )
+
+    @property
+    def is_open(self) -> bool:
+        """Whether the write connection is open (the file was opened and migrated)."""
+        return self._conn is not None
+
+    async def submit(self, job: Job[T]) -> PendingWrite[T]:
+        """Queue ``job`` behind every job submitted before it; wait only if the queue is full."""
+        pending = PendingWrite(job)
+        try:
+            await self._send.send(pending)
+        except (anyio.ClosedResourceError, anyio.BrokenResourceError):
+            raise ActorClosed(self.name) from None
+        return pending
+
+    def close(self) -> None:
+        """Take no more jobs; the actor finishes the queued ones, then stops."""
+        self._send.close()
+
+    async def run(self) -> None:
+        """Serve jobs until closed, then close the connection. Run this in a task group."""
+        try:
+            if self._after is not None:
+                await self._after.wait()
+            await anyio.to_thread.run_sync(self._try_open)
+            self.opened.set()
+            async with self._receive:
+                async for first in self._receive:
+                    batch = [first]
+                    while len(batch) < MAX_BATCH:
+                        try:
+                            batch.append(self._receive.receive_nowait())
+                        except anyio.WouldBlock:
+                            break
+                    self.busy_since = anyio.current_time()
+                    await anyio.to_thread.run_sync(self._apply, batch)
+                    self.busy_since = None
+                    for pending in batch:
+                        pending._done.set()
+        finally:
+            self.opened.set()
+            with anyio.CancelScope(shield=True):
+                await anyio.to_thread.run_sync(self._close_connection)
+            self.stopped.set()
+
+    # The methods below run in a worker thread, one at a time.
+
+    def _try_open(self) -> None:
+        try:
+            conn = schema.connect(self.path)
+            try:
+                self._migrate(conn)
+            except BaseException:
+                conn.close()
+                raise
+        except Exception as exc:
+            self._record_fault(exc)
+        else:
+            self._conn = conn
+            if self.fault is not None:
+                log.info("%s: storage is usable again (%s)", self.name, self.path)
+            self.fault = None
+
+    def _record_fault(self, exc: Exception) -> None:
+        reason = schema.describe_storage_fault(exc)
+        if reason is None:
+            log.exception("%s: unexpected error on %s", self.name, self.path)
+            reason = "an internal error occurred; see the daemon log"
+        else:
+            log.error("%s: storage unavailable at %s: %s", self.name, self.path, reason)
+        self.fault = StorageUnavailable(self.name, reason)
+
+    def _apply(self, batch: list[PendingWrite[Any]]) -> None:
+        if self._conn is None:
+            self._try_open()
+        conn = self._conn
+        if conn is None:
+            assert self.fault is not None
+            for pending in batch:
+                pending._settle(None, self.fault)
+            return
+        try:
+            conn.execute("BEGIN IMMEDIATE")
+            for pending in batch:
+                self._apply_one(conn, pending)
+            conn.execute("COMMIT")
+        except sqlite3.Error as exc:
+            if conn.in_transaction:
+                try:
+                    conn.execute("ROLLBACK")
+                except sqlite3.Error:
+                    log.warning("%s: rollback after a failed commit failed too", self.name)
+            self._record_fault(exc)
+            for pending in batch:
+                pending._settle(None, self.fault)
+        else:
+            self.fault = None
+
+    @staticmethod
+    def _apply_one(conn: sqlite3.Connection, pending: PendingWrite[Any]) -> None:
+        conn.execute("SAVEPOINT job")
+        try:
+            value = pending.job(conn)
+        except Exception as exc:
+            if isinstance(exc, sqlite3.Error) and schema.describe_storage_fault(exc) is not None:
+                raise  # the disk or the file is at fault: the whole batch fails
+            conn.execute("ROLLBACK TO job")
+            conn.execute("RELEASE job")
+            pending._settle(None, exc)
+        else:
+            conn.execute("RELEASE job")
+            pending._settle(value, None)
+
+    def _close_connection(self) -> None:
+        if self._conn is not None:
+            self._conn.close()
+            self._conn = None

@@ -1,0 +1,216 @@
+"""One client connection: newline framing, concurrency, backpressure, one writer.
+
+The reader splits the byte stream into lines and starts a task for each
+message, so pipelined requests run concurrently and answers go back as they
+finish. Every request holds one of ``max_in_flight`` slots until its answer
+is queued for the writer; when all are taken the reader stops reading, and
+the kernel's socket buffer pushes back on the client. A single writer task
+owns the socket's sending side, so any part of the daemon may queue a line
+for the client (answers now, notifications later) without interleaving.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import AsyncIterator
+from dataclasses import dataclass
+
+import anyio
+from anyio.abc import ByteStream, TaskGroup
+
+from vtd import rpc
+from vtd.methods import RequestContext
+from vtd.ordering import RequestOrder
+from vtd.registry import Registry
+
+log = logging.getLogger(__name__)
+
+READ_SIZE = 65536
+WRITE_COALESCE = 1 << 20
+PARSE_IN_THREAD = 1 << 20
+
+
+@dataclass(frozen=True, slots=True)
+class Limits:
+    """Per-connection limits, as set on the command line."""
+
+    max_message: int = 16 * 1024 * 1024
+    max_in_flight: int = 128
+    line_timeout: float = 30.0
+
+
+class MessageTooLarge(Exception):
+    """A line grew past the message size limit before its newline."""
+
+
+class LineTimeout(Exception):
+    """A message was started but not finished within the line timeout."""
+
+
+class Connection:
+    """Serves one client until it hangs up, misbehaves, or the daemon stops."""
+
+    def __init__(
+        self,
+        stream: ByteStream,
+        registry: Registry,
+        methods: rpc.Methods,
+        limits: Limits,
+        name: str,
+    ) -> None:
+        self.name = name
+        self._stream = stream
+        self._registry = registry
+        self._methods = methods
+        self._limits = limits
+        self._order = RequestOrder()
+        self._slots = anyio.Semaphore(limits.max_in_flight)
+        self._reading = anyio.CancelScope()
+        self._out_send, self._out_receive = anyio.create_memory_object_stream[bytes](
+            limits.max_in_flight
+        )
+
+    def stop_reading(self) -> None:
+        """Read no more requests; answer those in flight, then close (graceful stop)."""
+        self._reading.cancel()
+
+    async def serve(self) -> None:
+        """Run the connection to its end; the socket is closed on return."""
+        async with self._stream, anyio.create_task_group() as tg:
+            tg.start_soon(self._write_lines)
+            try:
+                async with anyio.create_task_group() as handlers:
+                    with self._reading:
+                        await self._read_requests(handlers)
+            except LineTimeout:
+                log.info("%s: message not finished within %ss; closing", self.name,
+                         self._limits.line_timeout)
+                tg.cancel_scope.cancel()
+            finally:
+                self._out_send.close()
+
+    async def _read_requests(self, handlers: TaskGroup) -> None:
+        try:
+            async for line in self._lines():
+                if line.isspace():
+                    continue
+                if len(line) > PARSE_IN_THREAD:
+                    message = await anyio.to_thread.run_sync(
+                        lambda: rpc.decode(line, max_batch=self._limits.max_in_flight)
+                    )
+                else:
+                    message = rpc.decode(line, max_batch=self._limits.max_in_flight)
+                if message.error is not None:
+                    await self._queue_line(rpc.encode(message.error))
+                    continue
+                for _ in message.requests:
+                    await self._slots.acquire()
+                numbers = [self._order.issue() for _ in message.requests]
+                handlers.start_soon(self._handle, message, numbers)
+        except MessageTooLarge:
+            await self._queue_line(
+                rpc.encode(
+                    rpc.error_response(
+                        rpc.INVALID_REQUEST,
+                        f"Invalid request: the message is longer than "
+                        f"{self._limits.max_message} bytes; closing the connection",
+                        {"reason": "message too large", "limit": self._limits.max_message},
+                    )
+                )
+            )
+        except (anyio.BrokenResourceError, anyio.EndOfStream, ConnectionError):
+            pass
+
+    async def _lines(self) -> AsyncIterator[bytes]:
+        buffer = bytearray()
+        scanned = 0
+        started: float | None = None
+        limit = self._limits.max_message
+        while True:
+            start = 0
+            while (newline := buffer.find(b"\n", scanned)) >= 0:
+                if newline - start > limit:
+                    raise MessageTooLarge
+                yield bytes(buffer[start:newline])
+                start = scanned = newline + 1
+            if start:
+                del buffer[:start]
+                started = None
+            scanned = len(buffer)
+            if len(buffer) > limit:
+                raise MessageTooLarge
+            if not buffer:
+                started = None
+                chunk = await self._stream.receive(READ_SIZE)
+            else:
+                now = anyio.current_time()
+                if started is None:
+                    started = now
+                remaining = started + self._limits.line_timeout - now
+                with anyio.move_on_after(remaining) as waiting:
+                    chunk = await self._stream.receive(READ_SIZE)
+                if waiting.cancelled_caught:
+                    raise LineTimeout
+            buffer += chunk
+
+    async def _handle(self, message: rpc.Message, numbers: list[int]) -> None:
+        try:
+            if message.batch:
+                answers: list[rpc.Response | None] = [None] * len(numbers)
+
+                async def answer_one(index: int) -> None:
+                    answers[index] = await self._answer(message.requests[index], numbers[index])
+
+                async with anyio.create_task_group() as tg:
+                    for index in range(len(numbers)):
+                        tg.start_soon(answer_one, index)
+                batch = [a for a in answers if a is not None]
+                if batch:
+                    await self._queue_line(self._encode(batch))
+            else:
+                response = await self._answer(message.requests[0], numbers[0])
+                if response is not None:
+                    await self._queue_line(self._encode(response))
+        finally:
+            for number in numbers:
+                self._order.release(number)
+                self._slots.release()
+
+    async def _answer(self, request: object, number: int) -> rpc.Response | None:
+        context = RequestContext(self._registry, self._order, number)
+        try:
+            return await rpc.answer(request, self._methods, context)
+        finally:
+            self._order.release(number)
+
+    def _encode(self, response: rpc.Response | list[rpc.Response]) -> bytes:
+        try:
+            return rpc.encode(response)
+        except Exception:
+            log.exception("%s: cannot encode an answer", self.name)
+            return rpc.encode(rpc.error_response(-32603, "Internal error; the daemon logged "
+                                                 "the details", {"reason": "internal"}))
+
+    async def _queue_line(self, line: bytes) -> None:
+        try:
+            await self._out_send.send(line)
+        except (anyio.BrokenResourceError, anyio.ClosedResourceError):
+            pass  # the writer is gone: the client hung up
+
+    async def _write_lines(self) -> None:
+        async with self._out_receive:
+            try:
+                async for line in self._out_receive:
+                    parts = [line]
+                    size = len(line)
+                    while size < WRITE_COALESCE:
+                        try:
+                            more = self._out_receive.receive_nowait()
+                        except (anyio.WouldBlock, anyio.EndOfStream):
+                            break
+                        parts.append(more)
+                        size += len(more)
+                    await self._stream.send(b"".join(parts))
+            except (anyio.BrokenResourceError, anyio.ClosedResourceError, ConnectionError):
+                log.debug("%s: client stopped reading answers", self.name)
+                self._reading.cancel()

@@ -1,0 +1,141 @@
+"""The daemon's lifetime: start in order, serve, stop in order.
+
+Start: data dir, then the socket (so a second daemon fails before touching
+any database), then the registry and every registered extension, then
+ready. Stop (SIGTERM, SIGINT or ``Daemon.stop``): no more accepting,
+in-flight requests answered, writers drained, databases closed, and the
+socket file removed last (unless systemd owns it).
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import signal
+from pathlib import Path
+
+import anyio
+from anyio.abc import SocketListener, TaskStatus
+
+from vtd import __version__
+from vtd.config import Config
+from vtd.connection import Limits
+from vtd.errors import StartupError
+from vtd.methods import rpc_methods
+from vtd.registry import Registry, open_registry
+from vtd.server import Server, bind_socket
+from vtd.systemd import Notifier, inherited_socket
+
+log = logging.getLogger(__name__)
+
+
+class Daemon:
+    """A running daemon, as handed to whoever started it (the CLI or a test)."""
+
+    def __init__(self, config: Config, server: Server, registry: Registry) -> None:
+        self.config = config
+        self.server = server
+        self.registry = registry
+
+    def stop(self) -> None:
+        """Begin a graceful stop; ``run`` returns once it is complete."""
+        self.server.stop()
+
+
+def prepare_data_dir(path: Path) -> None:
+    """Create the data dir (mode 0700) if missing; fail with one line if unusable."""
+    try:
+        path.mkdir(mode=0o700, parents=True, exist_ok=True)
+    except OSError as exc:
+        raise StartupError(f"cannot create the data dir {path}: {exc.strerror}") from None
+    if not path.is_dir():
+        raise StartupError(f"the data dir {path} is not a directory")
+    if not os.access(path, os.W_OK | os.X_OK):
+        raise StartupError(f"the data dir {path} is not writable")
+
+
+class _SocketFile:
+    """The socket file we created, removed on exit only if it is still ours."""
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+        self._inode = path.stat().st_ino
+
+    def remove(self) -> None:
+        try:
+            if self.path.stat().st_ino == self._inode:
+                self.path.unlink()
+        except FileNotFoundError:
+            pass
+
+
+async def run(
+    config: Config,
+    *,
+    handle_signals: bool = False,
+    task_status: TaskStatus[Daemon] = anyio.TASK_STATUS_IGNORED,
+) -> None:
+    """Run the daemon until it is stopped; report the ``Daemon`` once it is ready."""
+    notifier = Notifier(os.environ)
+    prepare_data_dir(config.data_dir)
+    socket_file: _SocketFile | None = None
+    if config.socket_path is None:
+        raw = inherited_socket(os.environ)
+        if raw is None:
+            raise StartupError("no socket path was given and systemd passed no socket")
+        where = f"the socket passed by systemd ({raw.getsockname() or 'unnamed'})"
+    else:
+        raw = bind_socket(config.socket_path, config.socket_mode)
+        socket_file = _SocketFile(config.socket_path)
+        where = str(config.socket_path)
+    try:
+        listener = await SocketListener.from_socket(raw)
+        async with open_registry(config.data_dir) as registry:
+            await _serve(config, listener, registry, notifier, where, handle_signals, task_status)
+    finally:
+        if socket_file is not None:
+            socket_file.remove()
+        notifier.close()
+    log.info("stopped")
+
+
+async def _serve(
+    config: Config,
+    listener: SocketListener,
+    registry: Registry,
+    notifier: Notifier,
+    where: str,
+    handle_signals: bool,
+    task_status: TaskStatus[Daemon],
+) -> None:
+    limits = Limits(config.max_message, config.max_in_flight, config.line_timeout)
+    server = Server(
+        listener,
+        registry,
+        rpc_methods(),
+        limits,
+        max_connections=config.max_connections,
+        shutdown_timeout=config.shutdown_timeout,
+    )
+    daemon = Daemon(config, server, registry)
+    async with anyio.create_task_group() as tg:
+        if handle_signals:
+            tg.start_soon(_stop_on_signal, daemon)
+        count = len(registry.ids())
+        log.info(
+            "vtd %s ready on %s (data dir %s, %d extension%s)",
+            __version__, where, config.data_dir, count, "" if count == 1 else "s",
+        )
+        notifier.send("READY=1", f"STATUS=serving {count} extensions")
+        task_status.started(daemon)
+        await server.run()
+        notifier.send("STOPPING=1", "STATUS=stopping: draining writes")
+        tg.cancel_scope.cancel()
+
+
+async def _stop_on_signal(daemon: Daemon) -> None:
+    with anyio.open_signal_receiver(signal.SIGTERM, signal.SIGINT) as signals:
+        async for signum in signals:
+            log.info("received %s; stopping gracefully", signal.Signals(signum).name)
+            daemon.stop()
+            return

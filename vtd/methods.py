@@ -1,0 +1,316 @@
+"""Every protocol method, and the one place daemon errors become wire errors.
+
+Each method is a params spec plus a handler. ``rpc_methods()`` wraps them for
+jsonrpcserver: the wrapper checks params, runs the handler, and maps
+``vtd.errors`` exceptions to ``JsonRpcError`` with the protocol's codes and
+data. Anything unexpected is logged in full and answered as -32603 with no
+internals. This module knows nothing of sockets or framing.
+"""
+
+from __future__ import annotations
+
+import logging
+import sqlite3
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+from typing import Any, TypeVar
+
+from jsonrpcserver import JsonRpcError, Result, Success
+
+from vtd import __version__, params, store
+from vtd.errors import (
+    Busy,
+    InvalidParam,
+    NotFound,
+    NotRegistered,
+    StorageUnavailable,
+    VtdDaemonError,
+)
+from vtd.ordering import RequestOrder
+from vtd.params import Param
+from vtd.registry import Finish, Registry
+
+log = logging.getLogger(__name__)
+
+T = TypeVar("T")
+
+INVALID_PARAMS = -32602
+INTERNAL_ERROR = -32603
+NOT_REGISTERED = -32001
+NOT_FOUND = -32002
+BUSY = -32003
+STORAGE_UNAVAILABLE = -32004
+
+
+@dataclass(slots=True)
+class RequestContext:
+    """What a method knows of its request: the registry, and its place in read order."""
+
+    registry: Registry
+    order: RequestOrder
+    number: int
+
+    async def read(self, extension_id: str, query: Callable[[sqlite3.Connection], T]) -> T:
+        """Run ``query`` on the extension's readers (its registration checked in order)."""
+        await self.order.turn(self.number)
+        try:
+            extension = self.registry.get(extension_id)
+        finally:
+            self.order.release(self.number)
+        return await extension.read(query)
+
+    async def write(self, extension_id: str, job: Callable[[sqlite3.Connection], T]) -> T:
+        """Queue ``job`` on the extension's writer in read order; wait for its commit."""
+        await self.order.turn(self.number)
+        try:
+            pending = await self.registry.get(extension_id).submit(job)
+        finally:
+            self.order.release(self.number)
+        return await pending.result()
+
+    async def change_registration(self, change: Callable[[], Awaitable[Finish]]) -> None:
+        """Apply a register or deregister in read order; wait until it is durable."""
+        await self.order.turn(self.number)
+        try:
+            finish = await change()
+        finally:
+            self.order.release(self.number)
+        await finish()
+
+
+Handler = Callable[[RequestContext, dict[str, Any]], Awaitable[Any]]
+
+
+@dataclass(frozen=True, slots=True)
+class Method:
+    """A protocol method: the params it takes and the handler that answers it."""
+
+    params: tuple[Param, ...]
+    handler: Handler
+
+
+EXTENSION = Param("extensionId", params.extension_id)
+ID = Param("id", params.entity_id)
+CHARACTER_ID = Param("characterId", params.entity_id)
+NAME = Param("name", params.name, optional=True)
+KEY = Param("key", params.key)
+
+
+async def _register(ctx: RequestContext, p: dict[str, Any]) -> Any:
+    extension_id = p["extensionId"]
+    await ctx.change_registration(lambda: ctx.registry.register(extension_id))
+    return {"success": True, "message": f"Extension {extension_id} registered successfully"}
+
+
+async def _deregister(ctx: RequestContext, p: dict[str, Any]) -> Any:
+    extension_id = p["extensionId"]
+    await ctx.change_registration(lambda: ctx.registry.deregister(extension_id))
+    return {"success": True, "message": f"Extension {extension_id} deregistered successfully"}
+
+
+async def _extensions_list(ctx: RequestContext, p: dict[str, Any]) -> Any:
+    return [{"extensionId": extension_id} for extension_id in ctx.registry.ids()]
+
+
+async def _ping(ctx: RequestContext, p: dict[str, Any]) -> Any:
+    message = p["message"]
+    return {"message": "Pong!" if message is None else f"Pong! {message}"}
+
+
+async def _probe(ctx: RequestContext, p: dict[str, Any]) -> Any:
+    return {"ok": True, "version": __version__}
+
+
+async def _characters_list(ctx: RequestContext, p: dict[str, Any]) -> Any:
+    return await ctx.read(p["extensionId"], store.list_characters)
+
+
+async def _characters_get(ctx: RequestContext, p: dict[str, Any]) -> Any:
+    character_id = p["id"]
+    return await ctx.read(p["extensionId"], lambda c: store.get_character(c, character_id))
+
+
+async def _characters_upsert(ctx: RequestContext, p: dict[str, Any]) -> Any:
+    character_id, name = p["id"], p["name"]
+    return await ctx.write(
+        p["extensionId"], lambda c: store.upsert_character(c, character_id, name)
+    )
+
+
+async def _characters_delete(ctx: RequestContext, p: dict[str, Any]) -> Any:
+    character_id = p["id"]
+    await ctx.write(p["extensionId"], lambda c: store.delete_character(c, character_id))
+    return {"success": True}
+
+
+async def _instances_list(ctx: RequestContext, p: dict[str, Any]) -> Any:
+    character_id = p["characterId"]
+    return await ctx.read(p["extensionId"], lambda c: store.list_instances(c, character_id))
+
+
+async def _instances_get(ctx: RequestContext, p: dict[str, Any]) -> Any:
+    instance_id = p["id"]
+    return await ctx.read(p["extensionId"], lambda c: store.get_instance(c, instance_id))
+
+
+async def _instances_upsert(ctx: RequestContext, p: dict[str, Any]) -> Any:
+    instance_id, character_id, name = p["id"], p["characterId"], p["name"]
+    return await ctx.write(
+        p["extensionId"], lambda c: store.upsert_instance(c, instance_id, character_id, name)
+    )
+
+
+async def _instances_delete(ctx: RequestContext, p: dict[str, Any]) -> Any:
+    instance_id = p["id"]
+    await ctx.write(p["extensionId"], lambda c: store.delete_instance(c, instance_id))
+    return {"success": True}
+
+
+async def _instances_delete_all(ctx: RequestContext, p: dict[str, Any]) -> Any:
+    character_id = p["characterId"]
+    count = await ctx.write(
+        p["extensionId"], lambda c: store.delete_all_instances(c, character_id)
+    )
+    return {"success": True, "deletedCount": count}
+
+
+async def _data_get(ctx: RequestContext, p: dict[str, Any]) -> Any:
+    instance_id = p["id"]
+    return await ctx.read(p["extensionId"], lambda c: store.get_data(c, instance_id))
+
+
+async def _data_get_key(ctx: RequestContext, p: dict[str, Any]) -> Any:
+    instance_id, key = p["id"], p["key"]
+    value = await ctx.read(p["extensionId"], lambda c: store.get_data_key(c, instance_id, key))
+    return {key: value}
+
+
+async def _data_set(ctx: RequestContext, p: dict[str, Any]) -> Any:
+    instance_id, key, value = p["id"], p["key"], p["value"]
+    await ctx.write(p["extensionId"], lambda c: store.set_data_key(c, instance_id, key, value))
+    return {"success": True, "key": key, "value": value}
+
+
+async def _data_delete_key(ctx: RequestContext, p: dict[str, Any]) -> Any:
+    instance_id, key = p["id"], p["key"]
+    await ctx.write(p["extensionId"], lambda c: store.delete_data_key(c, instance_id, key))
+    return {"success": True}
+
+
+async def _data_clear(ctx: RequestContext, p: dict[str, Any]) -> Any:
+    instance_id = p["id"]
+    cleared = await ctx.write(p["extensionId"], lambda c: store.clear_data(c, instance_id))
+    return {"success": cleared}
+
+
+async def _data_override(ctx: RequestContext, p: dict[str, Any]) -> Any:
+    instance_id, values = p["id"], p["data"]
+    await ctx.write(p["extensionId"], lambda c: store.override_data(c, instance_id, values))
+    return {"success": True, "message": "Instance data overridden successfully"}
+
+
+async def _data_merge(ctx: RequestContext, p: dict[str, Any]) -> Any:
+    instance_id, values = p["id"], p["data"]
+    await ctx.write(p["extensionId"], lambda c: store.merge_data(c, instance_id, values))
+    return {"success": True, "message": "Instance data merged successfully"}
+
+
+async def _data_remove(ctx: RequestContext, p: dict[str, Any]) -> Any:
+    instance_id, keys = p["id"], p["keys"]
+    count = await ctx.write(
+        p["extensionId"], lambda c: store.remove_data_keys(c, instance_id, keys)
+    )
+    return {"success": True, "removedCount": count}
+
+
+_READS: dict[str, Method] = {
+    "characters.list": Method((EXTENSION,), _characters_list),
+    "characters.get": Method((EXTENSION, ID), _characters_get),
+    "instances.list": Method((EXTENSION, CHARACTER_ID), _instances_list),
+    "instances.get": Method((EXTENSION, ID), _instances_get),
+    "data.get": Method((EXTENSION, ID), _data_get),
+    "data.getKey": Method((EXTENSION, ID, KEY), _data_get_key),
+}
+
+METHODS: dict[str, Method] = {
+    "register": Method((EXTENSION,), _register),
+    "deregister": Method((EXTENSION,), _deregister),
+    "extensions.list": Method((), _extensions_list),
+    "ping": Method((Param("message", params.text, optional=True),), _ping),
+    "probe": Method((), _probe),
+    **_READS,
+    "characters.upsert": Method((EXTENSION, ID, NAME), _characters_upsert),
+    "characters.delete": Method((EXTENSION, ID), _characters_delete),
+    "instances.upsert": Method((EXTENSION, ID, CHARACTER_ID, NAME), _instances_upsert),
+    "instances.delete": Method((EXTENSION, ID), _instances_delete),
+    "instances.deleteAll": Method((EXTENSION, CHARACTER_ID), _instances_delete_all),
+    "data.set": Method((EXTENSION, ID, KEY, Param("value", params.value)), _data_set),
+    "data.deleteKey": Method((EXTENSION, ID, KEY), _data_delete_key),
+    "data.clear": Method((EXTENSION, ID), _data_clear),
+    "data.override": Method((EXTENSION, ID, Param("data", params.data_object)), _data_override),
+    "data.merge": Method((EXTENSION, ID, Param("data", params.data_object)), _data_merge),
+    "data.remove": Method((EXTENSION, ID, Param("keys", params.key_list)), _data_remove),
+    **{f"cross.{name}": method for name, method in _READS.items()},
+}
+"""The protocol's methods by wire name; ``cross.*`` are the read methods again."""
+
+
+def to_rpc_error(exc: VtdDaemonError) -> JsonRpcError:
+    """The wire error for a daemon error: the protocol's code, one sentence, and data."""
+    if isinstance(exc, InvalidParam):
+        return JsonRpcError(
+            INVALID_PARAMS,
+            f"Invalid params: {exc.field} {exc.reason}",
+            {"field": exc.field, "reason": exc.reason},
+        )
+    if isinstance(exc, NotRegistered):
+        return JsonRpcError(
+            NOT_REGISTERED,
+            f"Extension {exc.extension_id} is not registered; call register first",
+            {"extensionId": exc.extension_id},
+        )
+    if isinstance(exc, NotFound):
+        data: dict[str, Any] = {"kind": exc.kind, "id": exc.id}
+        where = ""
+        if exc.instance_id is not None:
+            data["instanceId"] = exc.instance_id
+            where = f" in instance {exc.instance_id}"
+        return JsonRpcError(NOT_FOUND, f"{exc.kind.capitalize()} {exc.id!r} not found{where}", data)
+    if isinstance(exc, Busy):
+        return JsonRpcError(BUSY, f"Server busy: {exc}; retry later")
+    if isinstance(exc, StorageUnavailable):
+        return JsonRpcError(
+            STORAGE_UNAVAILABLE,
+            f"Storage for extension {exc.extension_id} is unavailable: {exc.reason}",
+            {"extensionId": exc.extension_id, "reason": exc.reason},
+        )
+    return internal_error()
+
+
+def internal_error() -> JsonRpcError:
+    """The -32603 answer: the daemon logged the details; the client gets none of them."""
+    return JsonRpcError(
+        INTERNAL_ERROR, "Internal error; the daemon logged the details", {"reason": "internal"}
+    )
+
+
+def _rpc(name: str, method: Method) -> Callable[..., Awaitable[Result]]:
+    async def call(ctx: RequestContext, /, **raw: Any) -> Result:
+        try:
+            values = params.check_params(method.params, raw)
+            return Success(await method.handler(ctx, values))
+        except VtdDaemonError as exc:
+            raise to_rpc_error(exc) from None
+        except Exception:
+            log.exception("method %s failed", name)
+            raise internal_error() from None
+        finally:
+            ctx.order.release(ctx.number)
+
+    call.__name__ = name
+    return call
+
+
+def rpc_methods() -> dict[str, Callable[..., Awaitable[Result]]]:
+    """The methods dict to hand to jsonrpcserver's dispatcher."""
+    return {name: _rpc(name, method) for name, method in METHODS.items()}

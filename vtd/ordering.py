@@ -1,0 +1,52 @@
+"""Keeping one connection's requests in the order they were read.
+
+The protocol promises that writes one connection sends for one extension
+are applied in the order the daemon read them, even when pipelined or
+batched, though each request is handled in a task of its own. The reader
+numbers every request as it reads it (``issue``); a request that must keep
+its place waits for ``turn(n)`` (every earlier request has passed its
+ordering point) before it looks up its extension and queues its write, and
+then ``release(n)``. Requests with nothing to order release at once. Only
+the few synchronous steps around queueing are serialized, never the
+commits, so pipelined writes still share group commits.
+"""
+
+from __future__ import annotations
+
+import anyio
+
+
+class RequestOrder:
+    """Turn-taking for the requests of one connection, by read order."""
+
+    __slots__ = ("_changed", "_issued", "_next", "_released")
+
+    def __init__(self) -> None:
+        self._issued = 0
+        self._next = 0
+        self._released: set[int] = set()
+        self._changed = anyio.Event()
+
+    def issue(self) -> int:
+        """The next request's number, in read order."""
+        number = self._issued
+        self._issued += 1
+        return number
+
+    async def turn(self, number: int) -> None:
+        """Wait until every request read before ``number`` has been released."""
+        while self._next < number:
+            await self._changed.wait()
+
+    def release(self, number: int) -> None:
+        """Let requests after ``number`` go past; releasing twice is harmless."""
+        if number < self._next or number in self._released:
+            return
+        self._released.add(number)
+        if number != self._next:
+            return
+        while self._next in self._released:
+            self._released.remove(self._next)
+            self._next += 1
+        self._changed.set()
+        self._changed = anyio.Event()

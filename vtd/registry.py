@@ -1,0 +1,223 @@
+"""Which extensions are registered, and their open databases.
+
+Registrations are kept in ``registry.sqlite3`` in the data dir, written by
+their own ``WriterActor``, so they survive restarts. Each registered
+extension has one ``Extension``: a writer actor and a read pool over
+``extensions/<id>.sqlite3``. The path comes only from an id that matched
+the protocol's pattern, so no id can reach outside the data dir.
+
+``register`` and ``deregister`` change the in-memory state at once (so
+requests that follow them on the same connection see the change) and hand
+back a coroutine function that waits for the change to be durable.
+"""
+
+from __future__ import annotations
+
+import logging
+import re
+import sqlite3
+from collections.abc import AsyncIterator, Awaitable, Callable
+from contextlib import asynccontextmanager
+from functools import partial
+from pathlib import Path
+from typing import Any, TypeVar
+
+import anyio
+from anyio.abc import TaskGroup
+
+from vtd import schema
+from vtd.actor import ActorClosed, PendingWrite, WriterActor
+from vtd.errors import Busy, NotRegistered, StartupError, StorageUnavailable
+from vtd.readers import ReadPool
+from vtd.store import utc_now
+
+log = logging.getLogger(__name__)
+
+T = TypeVar("T")
+
+EXTENSION_ID = re.compile(r"[A-Za-z0-9_-]{1,128}")
+
+Finish = Callable[[], Awaitable[None]]
+
+
+class Extension:
+    """One registered extension's database: its writer actor and its readers."""
+
+    def __init__(self, extension_id: str, path: Path, *, after: anyio.Event | None) -> None:
+        self.id = extension_id
+        self.path = path
+        self.writer = WriterActor(extension_id, path, schema.migrate, after=after)
+        self.readers = ReadPool(path)
+
+    async def submit(self, job: Callable[[sqlite3.Connection], T]) -> PendingWrite[T]:
+        """Queue a write job in this extension's order; await ``result()`` for its outcome."""
+        try:
+            return await self.writer.submit(job)
+        except ActorClosed:
+            raise NotRegistered(self.id) from None
+
+    async def read(self, query: Callable[[sqlite3.Connection], T]) -> T:
+        """Run a read query against a snapshot that includes every acknowledged write."""
+        await self.writer.opened.wait()
+        if self.writer.fault is not None and not self.writer.is_open:
+            raise self.writer.fault
+        try:
+            return await self.readers.run(query)
+        except sqlite3.Error as exc:
+            reason = schema.describe_storage_fault(exc)
+            if reason is None:
+                raise
+            raise StorageUnavailable(self.id, reason) from exc
+
+
+def _create_registry_v1(conn: sqlite3.Connection) -> None:
+    conn.execute("CREATE TABLE extensions (id TEXT PRIMARY KEY, registered_at TEXT NOT NULL)")
+
+
+def _migrate_registry(conn: sqlite3.Connection) -> None:
+    (version,) = conn.execute("PRAGMA user_version").fetchone()
+    if version == 0:
+        conn.execute("BEGIN IMMEDIATE")
+        _create_registry_v1(conn)
+        conn.execute("PRAGMA user_version = 1")
+        conn.execute("COMMIT")
+    elif version != 1:
+        raise schema.SchemaTooNew(f"registry schema version {version} is newer than this vtd")
+
+
+def _record(extension_id: str, conn: sqlite3.Connection) -> None:
+    conn.execute(
+        "INSERT INTO extensions (id, registered_at) VALUES (?, ?) ON CONFLICT DO NOTHING",
+        (extension_id, utc_now()),
+    )
+
+
+def _forget(extension_id: str, conn: sqlite3.Connection) -> None:
+    conn.execute("DELETE FROM extensions WHERE id = ?", (extension_id,))
+
+
+def _registered_ids(conn: sqlite3.Connection) -> list[str]:
+    return [row[0] for row in conn.execute("SELECT id FROM extensions ORDER BY id")]
+
+
+class Registry:
+    """The set of registered extensions, persisted, with their live databases."""
+
+    def __init__(self, data_dir: Path, task_group: TaskGroup) -> None:
+        self.data_dir = data_dir
+        self.extensions_dir = data_dir / "extensions"
+        self._tg = task_group
+        self._writer = WriterActor("registry", data_dir / "registry.sqlite3", _migrate_registry)
+        self._live: dict[str, Extension] = {}
+        self._closing: dict[str, Extension] = {}
+
+    def get(self, extension_id: str) -> Extension:
+        """The live extension, or ``NotRegistered``."""
+        try:
+            return self._live[extension_id]
+        except KeyError:
+            raise NotRegistered(extension_id) from None
+
+    def ids(self) -> list[str]:
+        """Registered extension ids, sorted by code point."""
+        return sorted(self._live)
+
+    def writers(self) -> list[WriterActor]:
+        """Every running writer actor, the registry's own included (for health checks)."""
+        return [self._writer, *(ext.writer for ext in self._live.values())]
+
+    async def register(self, extension_id: str) -> Finish:
+        """Register now; the returned function waits until it is durable and the file is open."""
+        extension = self._live.get(extension_id)
+        if extension is None:
+            extension = self._start(extension_id)
+        pending = await self._persist(partial(_record, extension_id))
+
+        async def finish() -> None:
+            await pending.result()
+            await extension.writer.opened.wait()
+            if extension.writer.fault is not None:
+                raise extension.writer.fault
+
+        return finish
+
+    async def deregister(self, extension_id: str) -> Finish:
+        """Deregister now; the returned function waits until it is durable and the file closed.
+
+        The extension's queued writes are still applied before its file closes.
+        """
+        extension = self._live.pop(extension_id, None)
+        if extension is not None:
+            self._closing[extension_id] = extension
+            extension.writer.close()
+        pending = await self._persist(partial(_forget, extension_id))
+
+        async def finish() -> None:
+            await pending.result()
+            if extension is not None:
+                await extension.writer.stopped.wait()
+
+        return finish
+
+    async def _persist(self, job: Callable[[sqlite3.Connection], None]) -> PendingWrite[None]:
+        try:
+            return await self._writer.submit(job)
+        except ActorClosed:
+            raise Busy("the daemon is shutting down") from None
+
+    def _start(self, extension_id: str) -> Extension:
+        if not EXTENSION_ID.fullmatch(extension_id):
+            raise ValueError(f"invalid extension id {extension_id!r}")
+        previous = self._closing.get(extension_id)
+        extension = Extension(
+            extension_id,
+            self.extensions_dir / f"{extension_id}.sqlite3",
+            after=None if previous is None else previous.writer.stopped,
+        )
+        self._live[extension_id] = extension
+        self._tg.start_soon(self._run_extension, extension, name=f"writer {extension_id}")
+        return extension
+
+    async def _run_extension(self, extension: Extension) -> None:
+        try:
+            await extension.writer.run()
+        finally:
+            extension.readers.close()
+            if self._closing.get(extension.id) is extension:
+                del self._closing[extension.id]
+
+    async def _load(self) -> None:
+        self._tg.start_soon(self._writer.run, name="writer registry")
+        await self._writer.opened.wait()
+        if self._writer.fault is not None:
+            raise StartupError(
+                f"cannot open the registry {self._writer.path}: {self._writer.fault.reason}"
+            )
+        self.extensions_dir.mkdir(mode=0o700, exist_ok=True)
+        pending = await self._writer.submit(_registered_ids)
+        for extension_id in await pending.result():
+            self._start(extension_id)
+        for extension in list(self._live.values()):
+            await extension.writer.opened.wait()
+        log.debug("opened %d registered extensions", len(self._live))
+
+    async def _close(self) -> None:
+        for extension in self._live.values():
+            extension.writer.close()
+        for extension in [*self._live.values(), *self._closing.values()]:
+            await extension.writer.stopped.wait()
+        self._writer.close()
+        await self._writer.stopped.wait()
+
+
+@asynccontextmanager
+async def open_registry(data_dir: Path) -> AsyncIterator[Registry]:
+    """Open the registry and every registered extension; on exit, drain and close them all."""
+    async with anyio.create_task_group() as tg:
+        registry = Registry(data_dir, tg)
+        try:
+            await registry._load()
+            yield registry
+        finally:
+            with anyio.CancelScope(shield=True):
+                await registry._close()

@@ -1,0 +1,170 @@
+"""JSON-RPC 2.0 messages: from one line of bytes to the line of the answer.
+
+``decode`` turns a line into a ``Message``: the requests it holds (one, or
+a batch's elements), or the error that answers the whole line. Each request
+is then answered by ``answer``, which checks the envelope and hands the
+request to jsonrpcserver with the methods from ``vtd.methods``. ``encode``
+turns responses back into one line.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+from typing import Any
+
+from jsonrpcserver import Result
+from jsonrpcserver.async_main import dispatch_to_serializable
+
+from vtd import jsontext
+
+log = logging.getLogger(__name__)
+
+PARSE_ERROR = -32700
+INVALID_REQUEST = -32600
+METHOD_NOT_FOUND = -32601
+INVALID_PARAMS = -32602
+
+MAX_MESSAGE_DEPTH = 512
+
+Response = dict[str, Any]
+Methods = dict[str, Callable[..., Awaitable[Result]]]
+
+_ENVELOPE_MEMBERS = frozenset({"jsonrpc", "method", "params", "id"})
+
+
+def error_response(code: int, message: str, data: Any = None, id: Any = None) -> Response:
+    """A JSON-RPC error response object."""
+    error: dict[str, Any] = {"code": code, "message": message}
+    if data is not None:
+        error["data"] = data
+    return {"jsonrpc": "2.0", "error": error, "id": id}
+
+
+@dataclass(frozen=True, slots=True)
+class Message:
+    """One decoded line: its requests, whether it was a batch, or the error answering it."""
+
+    requests: list[Any]
+    batch: bool = False
+    error: Response | None = None
+
+
+def decode(line: bytes, *, max_batch: int) -> Message:
+    """Parse one line (without its newline) into the requests it carries."""
+    try:
+        text = line.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        return _whole(PARSE_ERROR, "Parse error: the message is not valid UTF-8", exc.reason)
+    try:
+        parsed = jsontext.loads(text)
+    except jsontext.JsonTextError as exc:
+        return _whole(PARSE_ERROR, "Parse error: the message is not valid JSON", str(exc))
+    except RecursionError:
+        return _too_deep()
+    if (
+        line.count(b"[") + line.count(b"{") > MAX_MESSAGE_DEPTH
+        and jsontext.nesting_exceeds(parsed, MAX_MESSAGE_DEPTH)
+    ):
+        return _too_deep()
+    if not isinstance(parsed, list):
+        return Message([parsed])
+    if not parsed:
+        return _whole(INVALID_REQUEST, "Invalid request: an empty batch", "batch is empty")
+    if len(parsed) > max_batch:
+        return _whole(
+            INVALID_REQUEST,
+            f"Invalid request: a batch holds at most {max_batch} requests, this one "
+            f"{len(parsed)}; split it",
+            f"batch has {len(parsed)} requests",
+        )
+    return Message(parsed, batch=True)
+
+
+def _whole(code: int, message: str, reason: str) -> Message:
+    return Message([], error=error_response(code, message, {"reason": reason}))
+
+
+def _too_deep() -> Message:
+    return _whole(
+        INVALID_REQUEST,
+        f"Invalid request: the message is nested deeper than {MAX_MESSAGE_DEPTH} levels",
+        "too deeply nested",
+    )
+
+
+def _envelope_error(request: Any) -> Response | None:
+    if not isinstance(request, dict):
+        return error_response(
+            INVALID_REQUEST,
+            "Invalid request: a request must be a JSON object",
+            {"reason": "not an object"},
+        )
+    request_id = request.get("id")
+    if "id" in request and (
+        isinstance(request_id, bool) or not isinstance(request_id, str | int | float | None)
+    ):
+        return error_response(
+            INVALID_REQUEST,
+            "Invalid request: id must be a string, a number or null",
+            {"field": "id", "reason": "bad type"},
+        )
+    if request.get("jsonrpc") != "2.0":
+        return _invalid_member("jsonrpc", 'must be "2.0"', request_id)
+    if not isinstance(request.get("method"), str):
+        return _invalid_member("method", "must be a string", request_id)
+    unknown = request.keys() - _ENVELOPE_MEMBERS
+    if unknown:
+        return _invalid_member(sorted(unknown)[0], "is not a JSON-RPC request member", request_id)
+    if "params" in request and not isinstance(request["params"], dict):
+        return error_response(
+            INVALID_PARAMS,
+            "Invalid params: params must be an object of named params",
+            {"field": "params", "reason": "params must be an object, not an array or a scalar"},
+            request_id,
+        )
+    return None
+
+
+def _invalid_member(member: str, reason: str, request_id: Any) -> Response:
+    return error_response(
+        INVALID_REQUEST,
+        f"Invalid request: {member} {reason}",
+        {"field": member, "reason": reason},
+        request_id,
+    )
+
+
+def _accept(_: Any) -> None:
+    """jsonrpcserver's validator hook: the envelope was already checked by ``answer``."""
+
+
+async def answer(request: Any, methods: Methods, context: Any) -> Response | None:
+    """The response to one request, or ``None`` for a notification."""
+    error = _envelope_error(request)
+    if error is not None:
+        # An invalid request is always answered; a notification's bad params are not.
+        notification = isinstance(request, dict) and "id" not in request
+        return None if notification and error["error"]["code"] == INVALID_PARAMS else error
+    response: Response | None = await dispatch_to_serializable(
+        "",
+        methods=methods,
+        context=context,
+        deserializer=lambda _: request,
+        validator=_accept,
+    )
+    if response is not None and "error" in response:
+        error = response["error"]
+        if error["code"] == METHOD_NOT_FOUND:
+            error["message"] = f"Method not found: {request['method']!r}"
+            error["data"] = {"method": request["method"]}
+        elif not isinstance(error.get("data", {}), dict):
+            log.error("jsonrpcserver answered %r; replacing its data", error)
+            error["data"] = {"reason": "internal"}
+    return response
+
+
+def encode(response: Response | list[Response]) -> bytes:
+    """One response (or a batch of them) as a line of bytes, newline included."""
+    return (jsontext.dumps(response) + "\n").encode("utf-8")

@@ -1,0 +1,250 @@
+"""The storage operations behind every protocol method.
+
+Each function takes an open ``sqlite3.Connection`` and runs synchronously,
+so it can be tested directly and run in a worker thread. Write functions
+expect to run inside a transaction that the caller owns (the extension's
+writer commits them, possibly several at once); read functions expect a
+read transaction, so multi-query results come from one snapshot.
+
+Nothing here knows about JSON-RPC: failures are ``vtd.errors`` exceptions.
+"""
+
+from __future__ import annotations
+
+import json
+import sqlite3
+from collections.abc import Iterable
+from datetime import UTC, datetime
+from typing import Any
+
+from vtd import jsontext
+from vtd.errors import NotFound
+
+Record = dict[str, Any]
+
+
+def utc_now() -> str:
+    """Now as the protocol's timestamp: UTC ISO-8601 with milliseconds and ``Z``."""
+    return datetime.now(UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
+
+
+def _character(row: sqlite3.Row | tuple[Any, ...]) -> Record:
+    return {"id": row[0], "name": row[1], "createdAt": row[2], "updatedAt": row[3]}
+
+
+def _instance(row: sqlite3.Row | tuple[Any, ...]) -> Record:
+    return {
+        "id": row[0],
+        "characterId": row[1],
+        "name": row[2],
+        "createdAt": row[3],
+        "updatedAt": row[4],
+    }
+
+
+_INSTANCE_COLUMNS = """
+    SELECT i.id, c.id, i.name, i.created_at, i.updated_at, i.pk
+    FROM instances i JOIN characters c ON c.pk = i.character_pk
+"""
+
+
+def _character_pk(conn: sqlite3.Connection, character_id: str) -> int | None:
+    row = conn.execute("SELECT pk FROM characters WHERE id = ?", (character_id,)).fetchone()
+    return None if row is None else int(row[0])
+
+
+def _instance_pk(conn: sqlite3.Connection, instance_id: str) -> int:
+    row = conn.execute("SELECT pk FROM instances WHERE id = ?", (instance_id,)).fetchone()
+    if row is None:
+        raise NotFound("instance", instance_id)
+    return int(row[0])
+
+
+def _data_of(conn: sqlite3.Connection, instance_pk: int) -> Record:
+    rows = conn.execute(
+        "SELECT key, value FROM data WHERE instance_pk = ? ORDER BY pk", (instance_pk,)
+    )
+    return {key: json.loads(value) for key, value in rows}
+
+
+# Characters
+
+
+def list_characters(conn: sqlite3.Connection) -> list[Record]:
+    """Every character, in creation order."""
+    rows = conn.execute("SELECT id, name, created_at, updated_at FROM characters ORDER BY pk")
+    return [_character(row) for row in rows]
+
+
+def get_character(conn: sqlite3.Connection, character_id: str) -> Record:
+    """A character with all its instances and their data (a FullCharacter)."""
+    row = conn.execute(
+        "SELECT id, name, created_at, updated_at, pk FROM characters WHERE id = ?",
+        (character_id,),
+    ).fetchone()
+    if row is None:
+        raise NotFound("character", character_id)
+    instances = conn.execute(
+        _INSTANCE_COLUMNS + " WHERE i.character_pk = ? ORDER BY i.pk", (row[4],)
+    ).fetchall()
+    return {
+        "character": _character(row),
+        "instances": [
+            {"instance": _instance(inst), "data": _data_of(conn, inst[5])} for inst in instances
+        ],
+    }
+
+
+def upsert_character(conn: sqlite3.Connection, character_id: str, name: str | None) -> Record:
+    """Create a character or update it; a ``None`` name keeps the stored one."""
+    now = utc_now()
+    row = conn.execute(
+        """
+        INSERT INTO characters (id, name, created_at, updated_at) VALUES (?1, ?2, ?3, ?3)
+        ON CONFLICT (id) DO UPDATE SET
+            name = coalesce(excluded.name, characters.name),
+            updated_at = excluded.updated_at
+        RETURNING id, name, created_at, updated_at
+        """,
+        (character_id, name, now),
+    ).fetchone()
+    return _character(row)
+
+
+def delete_character(conn: sqlite3.Connection, character_id: str) -> None:
+    """Delete a character; its instances and their data go with it."""
+    if conn.execute("DELETE FROM characters WHERE id = ?", (character_id,)).rowcount == 0:
+        raise NotFound("character", character_id)
+
+
+# Instances
+
+
+def list_instances(conn: sqlite3.Connection, character_id: str) -> list[Record]:
+    """A character's instances in creation order; none if the character is unknown."""
+    rows = conn.execute(_INSTANCE_COLUMNS + " WHERE c.id = ? ORDER BY i.pk", (character_id,))
+    return [_instance(row) for row in rows]
+
+
+def get_instance(conn: sqlite3.Connection, instance_id: str) -> Record:
+    """An instance with its data (a FullInstance)."""
+    row = conn.execute(_INSTANCE_COLUMNS + " WHERE i.id = ?", (instance_id,)).fetchone()
+    if row is None:
+        raise NotFound("instance", instance_id)
+    return {"instance": _instance(row), "data": _data_of(conn, row[5])}
+
+
+def upsert_instance(
+    conn: sqlite3.Connection, instance_id: str, character_id: str, name: str | None
+) -> Record:
+    """Create or update an instance of an existing character.
+
+    Upserting an existing instance with another ``character_id`` moves it
+    there; a ``None`` name keeps the stored one.
+    """
+    character_pk = _character_pk(conn, character_id)
+    if character_pk is None:
+        raise NotFound("character", character_id)
+    now = utc_now()
+    row = conn.execute(
+        """
+        INSERT INTO instances (id, character_pk, name, created_at, updated_at)
+        VALUES (?1, ?2, ?3, ?4, ?4)
+        ON CONFLICT (id) DO UPDATE SET
+            character_pk = excluded.character_pk,
+            name = coalesce(excluded.name, instances.name),
+            updated_at = excluded.updated_at
+        RETURNING id, ?5, name, created_at, updated_at
+        """,
+        (instance_id, character_pk, name, now, character_id),
+    ).fetchone()
+    return _instance(row)
+
+
+def delete_instance(conn: sqlite3.Connection, instance_id: str) -> None:
+    """Delete an instance and its data."""
+    if conn.execute("DELETE FROM instances WHERE id = ?", (instance_id,)).rowcount == 0:
+        raise NotFound("instance", instance_id)
+
+
+def delete_all_instances(conn: sqlite3.Connection, character_id: str) -> int:
+    """Delete every instance of a character; answer how many there were."""
+    character_pk = _character_pk(conn, character_id)
+    if character_pk is None:
+        return 0
+    return conn.execute("DELETE FROM instances WHERE character_pk = ?", (character_pk,)).rowcount
+
+
+# Data
+
+
+def get_data(conn: sqlite3.Connection, instance_id: str) -> Record:
+    """All of an instance's data as one object, keys in the order first set."""
+    return _data_of(conn, _instance_pk(conn, instance_id))
+
+
+def get_data_key(conn: sqlite3.Connection, instance_id: str, key: str) -> Any:
+    """The value stored under one key."""
+    row = conn.execute(
+        "SELECT value FROM data WHERE instance_pk = ? AND key = ?",
+        (_instance_pk(conn, instance_id), key),
+    ).fetchone()
+    if row is None:
+        raise NotFound("key", key, instance_id=instance_id)
+    return json.loads(row[0])
+
+
+def _upsert_values(
+    conn: sqlite3.Connection, instance_pk: int, items: Iterable[tuple[str, Any]]
+) -> None:
+    conn.executemany(
+        """
+        INSERT INTO data (instance_pk, key, value) VALUES (?, ?, ?)
+        ON CONFLICT (instance_pk, key) DO UPDATE SET value = excluded.value
+        """,
+        ((instance_pk, key, jsontext.dumps(value)) for key, value in items),
+    )
+
+
+def set_data_key(conn: sqlite3.Connection, instance_id: str, key: str, value: Any) -> None:
+    """Store one value under one key."""
+    _upsert_values(conn, _instance_pk(conn, instance_id), [(key, value)])
+
+
+def delete_data_key(conn: sqlite3.Connection, instance_id: str, key: str) -> None:
+    """Delete one key; it must exist."""
+    deleted = conn.execute(
+        "DELETE FROM data WHERE instance_pk = ? AND key = ?",
+        (_instance_pk(conn, instance_id), key),
+    ).rowcount
+    if deleted == 0:
+        raise NotFound("key", key, instance_id=instance_id)
+
+
+def clear_data(conn: sqlite3.Connection, instance_id: str) -> bool:
+    """Delete all of an instance's data; answer whether there was any."""
+    instance_pk = _instance_pk(conn, instance_id)
+    return conn.execute("DELETE FROM data WHERE instance_pk = ?", (instance_pk,)).rowcount > 0
+
+
+def override_data(conn: sqlite3.Connection, instance_id: str, values: Record) -> None:
+    """Replace all of an instance's data with ``values``."""
+    instance_pk = _instance_pk(conn, instance_id)
+    conn.execute("DELETE FROM data WHERE instance_pk = ?", (instance_pk,))
+    _upsert_values(conn, instance_pk, values.items())
+
+
+def merge_data(conn: sqlite3.Connection, instance_id: str, values: Record) -> None:
+    """Set each top-level key of ``values``, leaving other keys as they are."""
+    _upsert_values(conn, _instance_pk(conn, instance_id), values.items())
+
+
+def remove_data_keys(conn: sqlite3.Connection, instance_id: str, keys: Iterable[str]) -> int:
+    """Delete the given keys where present; answer how many were deleted."""
+    instance_pk = _instance_pk(conn, instance_id)
+    removed = 0
+    for key in dict.fromkeys(keys):
+        removed += conn.execute(
+            "DELETE FROM data WHERE instance_pk = ? AND key = ?", (instance_pk, key)
+        ).rowcount
+    return removed
