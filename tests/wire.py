@@ -9,10 +9,12 @@ from __future__ import annotations
 import itertools
 import json
 import os
+import shutil
 import signal
 import socket
 import subprocess
 import sys
+import tempfile
 import time
 from pathlib import Path
 from typing import Any
@@ -138,6 +140,9 @@ class DaemonProcess:
         self.args = list(args)
         self.env = {**os.environ, **(env or {})}
         self.process: subprocess.Popen[bytes] | None = None
+        self._log_dir = Path(tempfile.mkdtemp(prefix="vtd-log-"))
+        self.log_path = self._log_dir / "daemon-0.log"
+        self._starts = 0
 
     def command(self) -> list[str]:
         return [
@@ -148,23 +153,26 @@ class DaemonProcess:
         ]
 
     def start(self, wait: bool = True) -> DaemonProcess:
-        self.process = subprocess.Popen(
-            self.command(), env=self.env, stdout=subprocess.PIPE, stderr=subprocess.PIPE
-        )
+        """Start the daemon; with ``wait``, return once it answers ``probe``."""
+        self._starts += 1
+        self.log_path = self._log_dir / f"daemon-{self._starts}.log"
+        with open(self.log_path, "wb") as log:
+            self.process = subprocess.Popen(
+                self.command(), env=self.env, stdout=subprocess.DEVNULL, stderr=log
+            )
+        process = self.process
         if wait:
             wait_until(
-                lambda: answers(self.socket_path) or self.process.poll() is not None,
+                lambda: answers(self.socket_path) or process.poll() is not None,
                 message="the daemon to answer probe",
             )
-            if self.process.poll() is not None:
+            if process.poll() is not None:
                 raise AssertionError(f"daemon exited: {self.stderr()}")
         return self
 
     def stderr(self) -> str:
-        assert self.process is not None
-        if self.process.poll() is None:
-            return "(still running)"
-        return self.process.stderr.read().decode() if self.process.stderr else ""
+        """What the daemon logged since its last start."""
+        return self.log_path.read_text()
 
     def signal(self, signum: int) -> None:
         assert self.process is not None
@@ -190,6 +198,4 @@ class DaemonProcess:
         if self.process is not None and self.process.poll() is None:
             self.process.kill()
             self.process.wait()
-        for stream in (self.process.stdout, self.process.stderr) if self.process else ():
-            if stream:
-                stream.close()
+        shutil.rmtree(self._log_dir, ignore_errors=True)

@@ -122,13 +122,15 @@ class WriterActor:
                     while len(batch) < MAX_BATCH:
                         try:
                             batch.append(self._receive.receive_nowait())
-                        except anyio.WouldBlock:
+                        except (anyio.WouldBlock, anyio.EndOfStream):
                             break
                     self.busy_since = anyio.current_time()
-                    await anyio.to_thread.run_sync(self._apply, batch)
-                    self.busy_since = None
-                    for pending in batch:
-                        pending._done.set()
+                    try:
+                        await anyio.to_thread.run_sync(self._apply, batch)
+                    finally:
+                        self.busy_since = None
+                        for pending in batch:
+                            pending._done.set()
         finally:
             self.opened.set()
             with anyio.CancelScope(shield=True):
@@ -163,6 +165,14 @@ class WriterActor:
         self.fault = StorageUnavailable(self.name, reason)
 
     def _apply(self, batch: list[PendingWrite[Any]]) -> None:
+        try:
+            self._apply_batch(batch)
+        except Exception as exc:
+            log.exception("%s: writing a batch failed", self.name)
+            for pending in batch:
+                pending._settle(None, exc)
+
+    def _apply_batch(self, batch: list[PendingWrite[Any]]) -> None:
         if self._conn is None:
             self._try_open()
         conn = self._conn

@@ -92,7 +92,7 @@ class Connection:
     async def _read_requests(self, handlers: TaskGroup) -> None:
         try:
             async for line in self._lines():
-                if line.isspace():
+                if not line or line.isspace():
                     continue
                 if len(line) > PARSE_IN_THREAD:
                     message = await anyio.to_thread.run_sync(

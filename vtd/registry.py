@@ -100,6 +100,14 @@ def _registered_ids(conn: sqlite3.Connection) -> list[str]:
     return [row[0] for row in conn.execute("SELECT id FROM extensions ORDER BY id")]
 
 
+async def _supervised(writer: WriterActor) -> None:
+    """Run a writer; if it fails, log it rather than take the daemon down."""
+    try:
+        await writer.run()
+    except Exception:
+        log.exception("%s: the writer stopped unexpectedly", writer.name)
+
+
 class Registry:
     """The set of registered extensions, persisted, with their live databases."""
 
@@ -180,14 +188,14 @@ class Registry:
 
     async def _run_extension(self, extension: Extension) -> None:
         try:
-            await extension.writer.run()
+            await _supervised(extension.writer)
         finally:
             extension.readers.close()
             if self._closing.get(extension.id) is extension:
                 del self._closing[extension.id]
 
     async def _load(self) -> None:
-        self._tg.start_soon(self._writer.run, name="writer registry")
+        self._tg.start_soon(_supervised, self._writer, name="writer registry")
         await self._writer.opened.wait()
         if self._writer.fault is not None:
             raise StartupError(

@@ -1,0 +1,35 @@
+"""SIGKILL mid-write loses no acknowledged write and never damages a database."""
+
+from __future__ import annotations
+
+import os
+
+import pytest
+
+from tests.crash import (
+    database_file,
+    integrity_ok,
+    kill_during_writes,
+    missing_after_restart,
+    prepare,
+)
+from tests.wire import DaemonProcess
+
+
+def _crash_rounds(daemon: DaemonProcess, rounds: int) -> None:
+    prepare(daemon)
+    acknowledged: dict[str, int] = {}
+    for round_number in range(rounds):
+        acknowledged.update(kill_during_writes(daemon, round_number))
+        assert integrity_ok(database_file(daemon)), f"integrity_check failed in round {round_number}"
+        daemon.start()
+        assert missing_after_restart(daemon, acknowledged) == {}
+
+
+def test_sigkill_while_8_connections_write_loses_nothing(daemon_process: DaemonProcess) -> None:
+    _crash_rounds(daemon_process, rounds=2)
+
+
+@pytest.mark.reliability
+def test_crash_loop(daemon_process: DaemonProcess) -> None:
+    _crash_rounds(daemon_process, rounds=int(os.environ.get("VTD_CRASH_ROUNDS", "20")))

@@ -1,0 +1,177 @@
+"""The daemon as a process: restarts, signals, and the socket file."""
+
+from __future__ import annotations
+
+import os
+import signal
+import socket
+import stat
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from tests.wire import DaemonProcess, call_sync
+
+
+def _seed(path: Path) -> None:
+    call_sync(path, "register", extensionId="keep")
+    call_sync(path, "register", extensionId="drop")
+    call_sync(path, "characters.upsert", extensionId="keep", id="c", name="C")
+    call_sync(path, "instances.upsert", extensionId="keep", id="i", characterId="c")
+    call_sync(path, "data.merge", extensionId="keep", id="i", data={"s": "123", "n": 1.0})
+    call_sync(path, "characters.upsert", extensionId="drop", id="d")
+
+
+def test_registrations_and_data_survive_a_restart(daemon_process: DaemonProcess) -> None:
+    path = daemon_process.socket_path
+    _seed(path)
+    assert daemon_process.stop() == 0
+    daemon_process.start()
+    assert call_sync(path, "extensions.list") == [{"extensionId": "drop"}, {"extensionId": "keep"}]
+    assert call_sync(path, "data.get", extensionId="keep", id="i") == {"s": "123", "n": 1.0}
+
+
+def test_deregister_then_register_brings_data_back(daemon_process: DaemonProcess) -> None:
+    path = daemon_process.socket_path
+    _seed(path)
+    call_sync(path, "deregister", extensionId="drop")
+    assert daemon_process.stop() == 0
+    daemon_process.start()
+    assert call_sync(path, "extensions.list") == [{"extensionId": "keep"}]
+    call_sync(path, "register", extensionId="drop")
+    assert [c["id"] for c in call_sync(path, "characters.list", extensionId="drop")] == ["d"]
+
+
+def test_socket_is_0600_and_sigterm_removes_it(daemon_process: DaemonProcess) -> None:
+    path = daemon_process.socket_path
+    mode = path.stat().st_mode
+    assert stat.S_ISSOCK(mode)
+    assert stat.S_IMODE(mode) == 0o600
+    assert daemon_process.stop() == 0
+    assert not path.exists()
+
+
+def test_sigint_is_graceful_too(daemon_process: DaemonProcess) -> None:
+    daemon_process.signal(signal.SIGINT)
+    assert daemon_process.wait() == 0
+    assert not daemon_process.socket_path.exists()
+
+
+def test_socket_mode_flag(short_dir: Path) -> None:
+    with DaemonProcess(short_dir / "s.sock", short_dir / "data", "--socket-mode", "0660") as d:
+        assert stat.S_IMODE(d.socket_path.stat().st_mode) == 0o660
+
+
+def test_created_directories_are_private(short_dir: Path) -> None:
+    sock = short_dir / "run" / "vtd" / "vtd.sock"
+    with DaemonProcess(sock, short_dir / "state" / "vtd"):
+        assert stat.S_IMODE(sock.parent.stat().st_mode) == 0o700
+        assert stat.S_IMODE((short_dir / "state" / "vtd").stat().st_mode) == 0o700
+
+
+def test_second_daemon_on_a_live_socket_exits_and_leaves_the_first(
+    daemon_process: DaemonProcess, short_dir: Path
+) -> None:
+    second = DaemonProcess(daemon_process.socket_path, short_dir / "other")
+    second.start(wait=False)
+    status = second.wait()
+    err = second.stderr()
+    assert status != 0
+    assert "already listening" in err
+    assert len(err.strip().splitlines()) == 1
+    assert call_sync(daemon_process.socket_path, "probe")["ok"] is True
+
+
+def test_stale_socket_file_is_replaced(short_dir: Path) -> None:
+    path = short_dir / "vtd.sock"
+    stale = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    stale.bind(str(path))
+    stale.close()  # the file stays, nobody listens
+    with DaemonProcess(path, short_dir / "data"):
+        assert call_sync(path, "probe")["ok"] is True
+
+
+def test_a_path_that_is_not_a_socket_is_never_deleted(short_dir: Path) -> None:
+    path = short_dir / "precious.txt"
+    path.write_text("keep me")
+    daemon = DaemonProcess(path, short_dir / "data")
+    daemon.start(wait=False)
+    assert daemon.wait() != 0
+    assert "not a socket" in daemon.stderr()
+    assert path.read_text() == "keep me"
+
+
+def _vtd(*args: str, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-m", "vtd", *args],
+        capture_output=True,
+        text=True,
+        timeout=30,
+        env={**os.environ, **(env or {})},
+    )
+
+
+def test_help_and_version() -> None:
+    help_text = _vtd("--help").stdout
+    for flag in ("--socket", "--data-dir", "--socket-mode", "--max-message", "--log-level"):
+        assert flag in help_text
+    assert "VTD_SOCKET" in help_text
+    assert _vtd("--version").stdout.startswith("vtd ")
+
+
+@pytest.mark.parametrize(
+    ("args", "env", "fragment"),
+    [
+        (["--socket-mode", "999"], {}, "--socket-mode"),
+        (["--max-message", "-1"], {}, "--max-message"),
+        (["--log-level", "loud"], {}, "--log-level"),
+        (["--line-timeout", "soon"], {}, "--line-timeout"),
+        (["--bogus"], {}, "--bogus"),
+        ([], {"VTD_MAX_MESSAGE": "lots"}, "VTD_MAX_MESSAGE"),
+        ([], {"VTD_SOCKET_MODE": "rw"}, "VTD_SOCKET_MODE"),
+    ],
+)
+def test_bad_settings_are_one_line_and_exit_2(
+    args: list[str], env: dict[str, str], fragment: str
+) -> None:
+    result = _vtd(*args, env=env)
+    assert result.returncode == 2
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1, result.stderr
+    assert fragment in lines[0]
+
+
+def test_environment_sets_paths(short_dir: Path) -> None:
+    sock = short_dir / "env.sock"
+    env = {"VTD_SOCKET": str(sock), "VTD_DATA_DIR": str(short_dir / "envdata")}
+    process = subprocess.Popen(
+        [sys.executable, "-m", "vtd"], env={**os.environ, **env}, stderr=subprocess.PIPE
+    )
+    try:
+        from tests.wire import answers, wait_until
+
+        wait_until(lambda: answers(sock), message="daemon on VTD_SOCKET")
+        assert (short_dir / "envdata" / "registry.sqlite3").exists()
+        process.send_signal(signal.SIGTERM)
+        assert process.wait(20) == 0
+        assert process.stderr is not None
+        assert "ready on" in process.stderr.read().decode()
+    finally:
+        if process.poll() is None:
+            process.kill()
+            process.wait()
+        if process.stderr:
+            process.stderr.close()
+
+
+def test_unwritable_data_dir_is_one_line_and_nonzero(short_dir: Path) -> None:
+    blocker = short_dir / "file"
+    blocker.write_text("")
+    daemon = DaemonProcess(short_dir / "s.sock", blocker / "data")
+    daemon.start(wait=False)
+    assert daemon.wait() == 1
+    err = daemon.stderr().strip()
+    assert len(err.splitlines()) == 1
+    assert "data dir" in err

@@ -1,0 +1,96 @@
+"""Pipelined writes keep their order; each write is all or nothing."""
+
+from __future__ import annotations
+
+import json
+
+import anyio
+import pytest
+
+from tests.wire import Wire, request
+
+pytestmark = pytest.mark.anyio
+
+
+async def _pipeline(client: Wire, messages: list[object]) -> list[dict]:
+    await client.send_raw(b"".join(json.dumps(m).encode() + b"\n" for m in messages))
+    with anyio.fail_after(30):
+        return [await client.receive() for _ in messages]
+
+
+async def test_500_pipelined_sets_of_one_key_end_with_the_last(client: Wire, ext: str) -> None:
+    messages = [
+        request("data.set", {"extensionId": ext, "id": "i1", "key": "k", "value": n}, n)
+        for n in range(500)
+    ]
+    replies = await _pipeline(client, messages)
+    assert sorted(r["id"] for r in replies) == list(range(500))
+    assert all(r["result"]["success"] for r in replies)
+    assert await client.call("data.getKey", extensionId=ext, id="i1", key="k") == {"k": 499}
+
+
+async def test_pipelined_batches_and_singles_keep_read_order(client: Wire, ext: str) -> None:
+    messages: list[object] = []
+    n = 0
+    for _ in range(50):
+        batch = []
+        for _ in range(3):
+            batch.append(request("data.set", {"extensionId": ext, "id": "i1", "key": "k", "value": n}, n))
+            n += 1
+        messages.append(batch)
+        messages.append(request("data.set", {"extensionId": ext, "id": "i1", "key": "k", "value": n}, n))
+        n += 1
+    await _pipeline(client, messages)
+    assert await client.call("data.getKey", extensionId=ext, id="i1", key="k") == {"k": n - 1}
+
+
+async def test_pipelined_register_then_writes(client: Wire) -> None:
+    messages = [
+        request("register", {"extensionId": "fresh"}, 1),
+        request("characters.upsert", {"extensionId": "fresh", "id": "c"}, 2),
+        request("instances.upsert", {"extensionId": "fresh", "id": "i", "characterId": "c"}, 3),
+        request("data.set", {"extensionId": "fresh", "id": "i", "key": "k", "value": 1}, 4),
+        request("deregister", {"extensionId": "fresh"}, 5),
+        request("data.set", {"extensionId": "fresh", "id": "i", "key": "k", "value": 2}, 6),
+        request("register", {"extensionId": "fresh"}, 7),
+        request("data.set", {"extensionId": "fresh", "id": "i", "key": "k", "value": 3}, 8),
+    ]
+    replies = {r["id"]: r for r in await _pipeline(client, messages)}
+    assert all("result" in replies[i] for i in (1, 2, 3, 4, 5, 7, 8)), replies
+    assert replies[6]["error"]["code"] == -32001
+    assert await client.call("data.get", extensionId="fresh", id="i") == {"k": 3}
+
+
+async def test_a_write_acknowledged_is_seen_by_the_next_read(vtd, ext: str) -> None:
+    async with await vtd.connect() as writer, await vtd.connect() as reader:
+        for n in range(200):
+            await writer.call("data.set", extensionId=ext, id="i1", key="k", value=n)
+            got = await reader.call("data.getKey", extensionId=ext, id="i1", key="k")
+            assert got == {"k": n}
+
+
+@pytest.mark.parametrize("method", ["data.override", "data.merge"])
+async def test_one_bad_key_changes_nothing(client: Wire, ext: str, method: str) -> None:
+    await client.call("data.merge", extensionId=ext, id="i1", data={"a": 1, "b": 2})
+    bad = {"a": 10, "c": 30, "k" * 1025: 0}
+    error = await client.error(method, extensionId=ext, id="i1", data=bad)
+    assert error["code"] == -32602
+    assert error["data"]["field"] == "data"
+    assert await client.call("data.get", extensionId=ext, id="i1") == {"a": 1, "b": 2}
+
+
+async def test_a_failing_write_in_a_group_commit_fails_only_itself(client: Wire, ext: str) -> None:
+    messages = []
+    for n in range(100):
+        instance = "i1" if n % 2 else "missing"
+        messages.append(
+            request("data.set", {"extensionId": ext, "id": instance, "key": f"k{n}", "value": n}, n)
+        )
+    replies = {r["id"]: r for r in await _pipeline(client, messages)}
+    for n in range(100):
+        if n % 2:
+            assert replies[n]["result"]["success"] is True
+        else:
+            assert replies[n]["error"]["code"] == -32002
+    data = await client.call("data.get", extensionId=ext, id="i1")
+    assert data == {f"k{n}": n for n in range(1, 100, 2)}

@@ -1,0 +1,89 @@
+"""Values come back exactly as stored: type, size and text."""
+
+from __future__ import annotations
+
+import pytest
+
+from tests.wire import Wire
+
+pytestmark = pytest.mark.anyio
+
+VALUES = [
+    "123",
+    123,
+    0,
+    -0.5,
+    1.0,
+    1e300,
+    2**80,
+    -(2**70),
+    False,
+    True,
+    "",
+    None,
+    [],
+    {},
+    [1, "1", 1.5, None, False, [], {}],
+    {"nested": {"deeper": [{"x": None}]}},
+    "ünïcødé ✓ 𝄞 日本語",
+    "\u0000 control \u001f chars \n\t and \"quotes\" \\",
+    "\ud800 lone surrogate in a value",
+    " leading and trailing spaces ",
+]
+
+
+@pytest.mark.parametrize("value", VALUES, ids=[repr(v)[:30] for v in VALUES])
+async def test_value_round_trips_with_its_type(client: Wire, ext: str, value: object) -> None:
+    echoed = await client.call("data.set", extensionId=ext, id="i1", key="v", value=value)
+    assert echoed["value"] == value
+    got = (await client.call("data.getKey", extensionId=ext, id="i1", key="v"))["v"]
+    assert got == value
+    assert type(got) is type(value)
+
+
+async def test_float_one_point_zero_stays_a_float_on_the_wire(client: Wire, ext: str) -> None:
+    await client.send_raw(
+        b'{"jsonrpc":"2.0","id":1,"method":"data.set","params":'
+        b'{"extensionId":"ext","id":"i1","key":"f","value":1.0}}\n'
+    )
+    await client.receive()
+    await client.send_raw(
+        b'{"jsonrpc":"2.0","id":2,"method":"data.getKey","params":'
+        b'{"extensionId":"ext","id":"i1","key":"f"}}\n'
+    )
+    line = await client.reader.receive_until(b"\n", 1 << 20)
+    assert b'"f":1.0' in line
+
+
+async def test_string_123_is_not_a_number(client: Wire, ext: str) -> None:
+    await client.call("data.merge", extensionId=ext, id="i1", data={"s": "123", "n": 123})
+    assert await client.call("data.get", extensionId=ext, id="i1") == {"s": "123", "n": 123}
+
+
+async def test_one_mebibyte_string(client: Wire, ext: str) -> None:
+    big = "x" * (1 << 20) + "✓"
+    await client.call("data.set", extensionId=ext, id="i1", key="big", value=big)
+    assert (await client.call("data.getKey", extensionId=ext, id="i1", key="big"))["big"] == big
+
+
+async def test_unicode_keys_and_ids(client: Wire, ext: str) -> None:
+    keys = {"日本": 1, "𝄞 clef": 2, "with space": 3, "a/b\\c": 4}
+    await client.call("data.override", extensionId=ext, id="i1", data=keys)
+    assert await client.call("data.get", extensionId=ext, id="i1") == keys
+
+
+async def test_data_keys_keep_their_first_set_order(client: Wire, ext: str) -> None:
+    for key in ("zeta", "alpha", "mid"):
+        await client.call("data.set", extensionId=ext, id="i1", key=key, value=0)
+    await client.call("data.set", extensionId=ext, id="i1", key="zeta", value=1)
+    data = await client.call("data.get", extensionId=ext, id="i1")
+    assert list(data) == ["zeta", "alpha", "mid"]
+
+
+async def test_overflowing_number_is_refused_not_stored_as_infinity(client: Wire) -> None:
+    await client.send_raw(
+        b'{"jsonrpc":"2.0","id":1,"method":"data.set","params":'
+        b'{"extensionId":"ext","id":"i1","key":"f","value":1e400}}\n'
+    )
+    reply = await client.receive()
+    assert reply["error"]["code"] == -32700
