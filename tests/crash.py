@@ -71,7 +71,9 @@ def integrity_ok(path: Path) -> bool:
 def prepare(daemon: DaemonProcess) -> None:
     call_sync(daemon.socket_path, "register", extensionId=EXTENSION)
     call_sync(daemon.socket_path, "characters.upsert", extensionId=EXTENSION, id="c")
-    call_sync(daemon.socket_path, "instances.upsert", extensionId=EXTENSION, id="i", characterId="c")
+    call_sync(
+        daemon.socket_path, "instances.upsert", extensionId=EXTENSION, id="i", characterId="c"
+    )
 
 
 def kill_during_writes(

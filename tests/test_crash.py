@@ -21,7 +21,9 @@ def _crash_rounds(daemon: DaemonProcess, rounds: int) -> None:
     acknowledged: dict[str, int] = {}
     for round_number in range(rounds):
         acknowledged.update(kill_during_writes(daemon, round_number))
-        assert integrity_ok(database_file(daemon)), f"integrity_check failed in round {round_number}"
+        assert integrity_ok(database_file(daemon)), (
+            f"integrity_check failed in round {round_number}"
+        )
         daemon.start()
         assert missing_after_restart(daemon, acknowledged) == {}
 

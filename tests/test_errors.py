@@ -60,7 +60,9 @@ async def test_bad_envelope_is_invalid_request(client: Wire, message: dict, fiel
     assert reply["id"] == 1
 
 
-@pytest.mark.parametrize("message", [5, "ping", None, [], {"jsonrpc": "2.0", "method": "ping", "id": {}}])
+@pytest.mark.parametrize(
+    "message", [5, "ping", None, [], {"jsonrpc": "2.0", "method": "ping", "id": {}}]
+)
 async def test_non_request_is_invalid_request_with_null_id(client: Wire, message: object) -> None:
     reply = await client.response(message)
     assert _error(reply)["code"] == -32600
@@ -147,8 +149,10 @@ async def test_register_params_are_checked(
 async def test_params_are_checked_and_named(
     client: Wire, ext: str, method: str, params: dict, field: str, reason_part: str
 ) -> None:
-    error = await client.error(method, extensionId=ext, **params) if method != "ping" else (
-        await client.error(method, **params)
+    error = (
+        await client.error(method, extensionId=ext, **params)
+        if method != "ping"
+        else (await client.error(method, **params))
     )
     assert error["code"] == -32602
     assert error["data"]["field"] == field
@@ -178,8 +182,12 @@ async def test_message_nested_too_deep_is_refused_whole(client: Wire) -> None:
     reply = await client.receive()
     assert reply["id"] is None
     assert _error(reply)["code"] == -32600
-    await client.send_raw(b'{"jsonrpc":"2.0","method":"ping","id":1,"params":{"message":'
-                          + b"[" * 600 + b"]" * 600 + b"}}\n")
+    await client.send_raw(
+        b'{"jsonrpc":"2.0","method":"ping","id":1,"params":{"message":'
+        + b"[" * 600
+        + b"]" * 600
+        + b"}}\n"
+    )
     reply = await client.receive()
     assert _error(reply)["code"] == -32600
     assert await client.call("ping") == {"message": "Pong!"}
@@ -217,8 +225,16 @@ async def test_deregistered_extension_is_not_registered(client: Wire, ext: str) 
         ("data.clear", {"id": "i9"}, {"kind": "instance", "id": "i9"}),
         ("data.merge", {"id": "i9", "data": {}}, {"kind": "instance", "id": "i9"}),
         ("data.remove", {"id": "i9", "keys": []}, {"kind": "instance", "id": "i9"}),
-        ("data.getKey", {"id": "i1", "key": "nope"}, {"kind": "key", "id": "nope", "instanceId": "i1"}),
-        ("data.deleteKey", {"id": "i1", "key": "nope"}, {"kind": "key", "id": "nope", "instanceId": "i1"}),
+        (
+            "data.getKey",
+            {"id": "i1", "key": "nope"},
+            {"kind": "key", "id": "nope", "instanceId": "i1"},
+        ),
+        (
+            "data.deleteKey",
+            {"id": "i1", "key": "nope"},
+            {"kind": "key", "id": "nope", "instanceId": "i1"},
+        ),
     ],
 )
 async def test_not_found_names_the_thing(

@@ -142,9 +142,7 @@ async def test_data_set_get_get_key(client: Wire, ext: str) -> None:
     await client.call("data.set", extensionId=ext, id="i1", key="tags", value=["a"])
     await client.call("data.set", extensionId=ext, id="i1", key="hp", value=58)
     assert await client.call("data.get", extensionId=ext, id="i1") == {"hp": 58, "tags": ["a"]}
-    assert await client.call("data.getKey", extensionId=ext, id="i1", key="tags") == {
-        "tags": ["a"]
-    }
+    assert await client.call("data.getKey", extensionId=ext, id="i1", key="tags") == {"tags": ["a"]}
 
 
 async def test_data_delete_key_and_clear(client: Wire, ext: str) -> None:

@@ -35,10 +35,14 @@ async def test_pipelined_batches_and_singles_keep_read_order(client: Wire, ext: 
     for _ in range(50):
         batch = []
         for _ in range(3):
-            batch.append(request("data.set", {"extensionId": ext, "id": "i1", "key": "k", "value": n}, n))
+            batch.append(
+                request("data.set", {"extensionId": ext, "id": "i1", "key": "k", "value": n}, n)
+            )
             n += 1
         messages.append(batch)
-        messages.append(request("data.set", {"extensionId": ext, "id": "i1", "key": "k", "value": n}, n))
+        messages.append(
+            request("data.set", {"extensionId": ext, "id": "i1", "key": "k", "value": n}, n)
+        )
         n += 1
     await _pipeline(client, messages)
     assert await client.call("data.getKey", extensionId=ext, id="i1", key="k") == {"k": n - 1}

@@ -26,7 +26,7 @@ VALUES = [
     [1, "1", 1.5, None, False, [], {}],
     {"nested": {"deeper": [{"x": None}]}},
     "ünïcødé ✓ 𝄞 日本語",
-    "\u0000 control \u001f chars \n\t and \"quotes\" \\",
+    '\u0000 control \u001f chars \n\t and "quotes" \\',
     "\ud800 lone surrogate in a value",
     " leading and trailing spaces ",
 ]

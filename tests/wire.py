@@ -134,7 +134,9 @@ def answers(path: Path) -> bool:
 class DaemonProcess:
     """``python -m vtd`` in a subprocess, for signal, crash and restart tests."""
 
-    def __init__(self, socket_path: Path, data_dir: Path, *args: str, env: dict[str, str] | None = None):
+    def __init__(
+        self, socket_path: Path, data_dir: Path, *args: str, env: dict[str, str] | None = None
+    ):
         self.socket_path = socket_path
         self.data_dir = data_dir
         self.args = list(args)
@@ -146,9 +148,13 @@ class DaemonProcess:
 
     def command(self) -> list[str]:
         return [
-            sys.executable, "-m", "vtd",
-            "--socket", str(self.socket_path),
-            "--data-dir", str(self.data_dir),
+            sys.executable,
+            "-m",
+            "vtd",
+            "--socket",
+            str(self.socket_path),
+            "--data-dir",
+            str(self.data_dir),
             *self.args,
         ]
 

@@ -87,9 +87,7 @@ class WriterActor:
         self._conn: sqlite3.Connection | None = None
         self._send: MemoryObjectSendStream[PendingWrite[Any]]
         self._receive: MemoryObjectReceiveStream[PendingWrite[Any]]
-        self._send, self._receive = anyio.create_memory_object_stream[PendingWrite[Any]](
-            QUEUE_SIZE
-        )
+        self._send, self._receive = anyio.create_memory_object_stream[PendingWrite[Any]](QUEUE_SIZE)
 
     @property
     def is_open(self) -> bool:

@@ -125,18 +125,27 @@ _SETTINGS = {
         "--socket-mode", "VTD_SOCKET_MODE", octal_mode, "socket file mode, octal (0600)", "MODE"
     ),
     "max_message": _Setting(
-        "--max-message", "VTD_MAX_MESSAGE", positive_int, "largest message in bytes (16 MiB)",
+        "--max-message",
+        "VTD_MAX_MESSAGE",
+        positive_int,
+        "largest message in bytes (16 MiB)",
         "BYTES",
     ),
     "max_connections": _Setting(
         "--max-connections", "VTD_MAX_CONNECTIONS", positive_int, "open connections (1024)", "N"
     ),
     "line_timeout": _Setting(
-        "--line-timeout", "VTD_LINE_TIMEOUT", positive_seconds,
-        "seconds a started message may take to arrive (30)", "SECONDS",
+        "--line-timeout",
+        "VTD_LINE_TIMEOUT",
+        positive_seconds,
+        "seconds a started message may take to arrive (30)",
+        "SECONDS",
     ),
     "log_level": _Setting(
-        "--log-level", "VTD_LOG_LEVEL", log_level, "debug, info, warning or error (info)",
+        "--log-level",
+        "VTD_LOG_LEVEL",
+        log_level,
+        "debug, info, warning or error (info)",
         "LEVEL",
     ),
 }

@@ -11,6 +11,7 @@ for the client (answers now, notifications later) without interleaving.
 
 from __future__ import annotations
 
+import contextlib
 import logging
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
@@ -83,8 +84,11 @@ class Connection:
                     with self._reading:
                         await self._read_requests(handlers)
             except LineTimeout:
-                log.info("%s: message not finished within %ss; closing", self.name,
-                         self._limits.line_timeout)
+                log.info(
+                    "%s: message not finished within %ss; closing",
+                    self.name,
+                    self._limits.line_timeout,
+                )
                 tg.cancel_scope.cancel()
             finally:
                 self._out_send.close()
@@ -95,11 +99,9 @@ class Connection:
                 if not line or line.isspace():
                     continue
                 if len(line) > PARSE_IN_THREAD:
-                    message = await anyio.to_thread.run_sync(
-                        lambda: rpc.decode(line, max_batch=self._limits.max_in_flight)
-                    )
+                    message = await anyio.to_thread.run_sync(self._decode, line)
                 else:
-                    message = rpc.decode(line, max_batch=self._limits.max_in_flight)
+                    message = self._decode(line)
                 if message.error is not None:
                     await self._queue_line(rpc.encode(message.error))
                     continue
@@ -120,6 +122,9 @@ class Connection:
             )
         except (anyio.BrokenResourceError, anyio.EndOfStream, ConnectionError):
             pass
+
+    def _decode(self, line: bytes) -> rpc.Message:
+        return rpc.decode(line, max_batch=self._limits.max_in_flight)
 
     async def _lines(self) -> AsyncIterator[bytes]:
         buffer = bytearray()
@@ -188,14 +193,16 @@ class Connection:
             return rpc.encode(response)
         except Exception:
             log.exception("%s: cannot encode an answer", self.name)
-            return rpc.encode(rpc.error_response(-32603, "Internal error; the daemon logged "
-                                                 "the details", {"reason": "internal"}))
+            return rpc.encode(
+                rpc.error_response(
+                    -32603, "Internal error; the daemon logged the details", {"reason": "internal"}
+                )
+            )
 
     async def _queue_line(self, line: bytes) -> None:
-        try:
+        # If the writer is gone, the client hung up: the line has nowhere to go.
+        with contextlib.suppress(anyio.BrokenResourceError, anyio.ClosedResourceError):
             await self._out_send.send(line)
-        except (anyio.BrokenResourceError, anyio.ClosedResourceError):
-            pass  # the writer is gone: the client hung up
 
     async def _write_lines(self) -> None:
         async with self._out_receive:

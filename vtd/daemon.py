@@ -124,7 +124,11 @@ async def _serve(
         count = len(registry.ids())
         log.info(
             "vtd %s ready on %s (data dir %s, %d extension%s)",
-            __version__, where, config.data_dir, count, "" if count == 1 else "s",
+            __version__,
+            where,
+            config.data_dir,
+            count,
+            "" if count == 1 else "s",
         )
         notifier.send("READY=1", f"STATUS=serving {count} extensions")
         task_status.started(daemon)

@@ -168,9 +168,7 @@ async def _instances_delete(ctx: RequestContext, p: dict[str, Any]) -> Any:
 
 async def _instances_delete_all(ctx: RequestContext, p: dict[str, Any]) -> Any:
     character_id = p["characterId"]
-    count = await ctx.write(
-        p["extensionId"], lambda c: store.delete_all_instances(c, character_id)
-    )
+    count = await ctx.write(p["extensionId"], lambda c: store.delete_all_instances(c, character_id))
     return {"success": True, "deletedCount": count}
 
 

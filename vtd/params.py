@@ -76,9 +76,7 @@ def _pattern_id(pattern: re.Pattern[str], limit: int) -> Check:
                 raise InvalidParam(field, "must not be empty")
             if len(value) > limit:
                 raise InvalidParam(field, f"is longer than {limit} characters")
-            raise InvalidParam(
-                field, "may contain only letters A-Z and a-z, digits, '_' and '-'"
-            )
+            raise InvalidParam(field, "may contain only letters A-Z and a-z, digits, '_' and '-'")
         return value
 
     return check

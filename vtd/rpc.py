@@ -12,7 +12,7 @@ from __future__ import annotations
 import logging
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, cast
 
 from jsonrpcserver import Result
 from jsonrpcserver.async_main import dispatch_to_serializable
@@ -63,9 +63,8 @@ def decode(line: bytes, *, max_batch: int) -> Message:
         return _whole(PARSE_ERROR, "Parse error: the message is not valid JSON", str(exc))
     except RecursionError:
         return _too_deep()
-    if (
-        line.count(b"[") + line.count(b"{") > MAX_MESSAGE_DEPTH
-        and jsontext.nesting_exceeds(parsed, MAX_MESSAGE_DEPTH)
+    if line.count(b"[") + line.count(b"{") > MAX_MESSAGE_DEPTH and jsontext.nesting_exceeds(
+        parsed, MAX_MESSAGE_DEPTH
     ):
         return _too_deep()
     if not isinstance(parsed, list):
@@ -147,12 +146,16 @@ async def answer(request: Any, methods: Methods, context: Any) -> Response | Non
         # An invalid request is always answered; a notification's bad params are not.
         notification = isinstance(request, dict) and "id" not in request
         return None if notification and error["error"]["code"] == INVALID_PARAMS else error
-    response: Response | None = await dispatch_to_serializable(
-        "",
-        methods=methods,
-        context=context,
-        deserializer=lambda _: request,
-        validator=_accept,
+    # One request object in, so one response object (or None) out, never a list.
+    response = cast(
+        Response | None,
+        await dispatch_to_serializable(
+            "",
+            methods=methods,
+            context=context,
+            deserializer=lambda _: request,
+            validator=_accept,
+        ),
     )
     if response is not None and "error" in response:
         error = response["error"]

@@ -9,6 +9,7 @@ requests answered (within a bound), then the connections closed.
 
 from __future__ import annotations
 
+import contextlib
 import errno
 import logging
 import os
@@ -34,7 +35,9 @@ def _ensure_socket_dir(directory: Path) -> None:
     try:
         directory.mkdir(mode=0o700, parents=True, exist_ok=True)
     except OSError as exc:
-        raise StartupError(f"cannot create the socket directory {directory}: {exc.strerror}")
+        raise StartupError(
+            f"cannot create the socket directory {directory}: {exc.strerror}"
+        ) from None
 
 
 def _clear_stale_socket(path: Path) -> None:
@@ -167,8 +170,6 @@ class Server:
             {"reason": "too many connections", "limit": self._max_connections},
         )
         with anyio.move_on_after(1):
-            try:
+            with contextlib.suppress(anyio.BrokenResourceError, OSError):
                 await stream.send(rpc.encode(busy))
-            except (anyio.BrokenResourceError, OSError):
-                pass
         await stream.aclose()

@@ -1,0 +1,100 @@
+"""Limits that protect the daemon and other clients from one connection."""
+
+from __future__ import annotations
+
+import json
+from dataclasses import replace
+
+import anyio
+import pytest
+
+from tests.conftest import start_daemon
+from tests.wire import request
+from vtd.config import Config
+
+pytestmark = pytest.mark.anyio
+
+
+async def test_a_client_that_never_reads_does_not_stop_others(vtd, ext: str) -> None:
+    flood = b"".join(
+        json.dumps(request("data.get", {"extensionId": ext, "id": "i1"}, n)).encode() + b"\n"
+        for n in range(5000)
+    )
+    async with (
+        await vtd.connect() as greedy,
+        await vtd.connect() as polite,
+        anyio.create_task_group() as tg,
+    ):
+        tg.start_soon(greedy.send_raw, flood)  # blocks once the daemon stops reading
+        with anyio.fail_after(10):
+            for n in range(100):
+                await polite.call("data.set", extensionId=ext, id="i1", key="k", value=n)
+                assert await polite.call("data.getKey", extensionId=ext, id="i1", key="k") == {
+                    "k": n
+                }
+        tg.cancel_scope.cancel()
+
+
+async def test_connections_past_the_limit_get_busy_and_are_closed(config: Config) -> None:
+    async with anyio.create_task_group() as tg:
+        running = await start_daemon(replace(config, max_connections=4), tg)
+        held = [await running.connect() for _ in range(4)]
+        for wire in held:
+            assert await wire.call("ping") == {"message": "Pong!"}
+        async with await running.connect() as extra:
+            with anyio.fail_after(10):
+                reply = await extra.receive()
+                assert reply["id"] is None
+                assert reply["error"]["code"] == -32003
+                with pytest.raises((anyio.EndOfStream, anyio.BrokenResourceError)):
+                    await extra.stream.receive()
+        await held[0].aclose()
+        with anyio.fail_after(10):
+            while True:  # the freed place is taken by the next connection
+                async with await running.connect() as again:
+                    await again.send(request("ping", {}, 1))
+                    reply = await again.receive()
+                if "result" in reply:
+                    break
+        for wire in held[1:]:
+            await wire.aclose()
+        running.daemon.stop()
+
+
+async def test_a_stalled_message_is_dropped_after_the_line_timeout(config: Config) -> None:
+    async with anyio.create_task_group() as tg:
+        running = await start_daemon(replace(config, line_timeout=0.5), tg)
+        async with await running.connect() as stalled, await running.connect() as idle:
+            await stalled.send_raw(b'{"jsonrpc": "2.0", "method": "pi')
+            with (
+                anyio.fail_after(10),
+                pytest.raises((anyio.EndOfStream, anyio.BrokenResourceError)),
+            ):
+                await stalled.stream.receive()
+            # An idle connection with no message started is not timed out.
+            assert await idle.call("ping") == {"message": "Pong!"}
+        running.daemon.stop()
+
+
+async def test_a_message_in_slow_pieces_within_the_timeout_is_served(config: Config) -> None:
+    async with anyio.create_task_group() as tg:
+        running = await start_daemon(replace(config, line_timeout=5), tg)
+        async with await running.connect() as slow:
+            line = json.dumps(request("ping", {"message": "slow"}, 1)).encode() + b"\n"
+            for piece in (line[:10], line[10:20], line[20:]):
+                await slow.send_raw(piece)
+                await anyio.sleep(0.05)  # a slow client, not synchronisation
+            with anyio.fail_after(10):
+                assert (await slow.receive())["result"] == {"message": "Pong! slow"}
+        running.daemon.stop()
+
+
+async def test_many_concurrent_connections_are_all_served(vtd) -> None:
+    async def one(n: int) -> None:
+        async with await vtd.connect() as wire:
+            assert await wire.call("ping", message=str(n)) == {"message": f"Pong! {n}"}
+
+    with anyio.fail_after(30):
+        async with anyio.create_task_group() as tg:
+            for n in range(200):
+                tg.start_soon(one, n)
