@@ -86,3 +86,12 @@ def daemon_process(short_dir: Path) -> Iterator[DaemonProcess]:
 
 def with_limits(config: Config, **changes: Any) -> Config:
     return replace(config, **changes)
+
+
+@pytest.fixture(scope="module")
+def module_daemon() -> Iterator[DaemonProcess]:
+    """One subprocess daemon shared by a module's tests (each uses its own extension)."""
+    path = Path(tempfile.mkdtemp(prefix="vtd-", dir="/tmp"))
+    with DaemonProcess(path / "vtd.sock", path / "data") as process:
+        yield process
+    shutil.rmtree(path, ignore_errors=True)

@@ -98,3 +98,28 @@ async def test_a_failing_write_in_a_group_commit_fails_only_itself(client: Wire,
             assert replies[n]["error"]["code"] == -32002
     data = await client.call("data.get", extensionId=ext, id="i1")
     assert data == {f"k{n}": n for n in range(1, 100, 2)}
+
+
+async def test_a_pipelined_read_sees_the_connections_earlier_writes(client: Wire, ext: str) -> None:
+    messages: list[object] = []
+    for n in range(50):
+        messages.append(
+            request("data.set", {"extensionId": ext, "id": "i1", "key": "k", "value": n}, 2 * n)
+        )
+        messages.append(
+            request("data.getKey", {"extensionId": ext, "id": "i1", "key": "k"}, 2 * n + 1)
+        )
+    replies = {r["id"]: r for r in await _pipeline(client, messages)}
+    for n in range(50):
+        # It sees its own connection's earlier write; later ones may have landed too.
+        assert replies[2 * n + 1]["result"]["k"] >= n
+
+
+async def test_a_read_in_a_batch_sees_the_writes_before_it(client: Wire, ext: str) -> None:
+    replies = await client.response(
+        [
+            request("data.set", {"extensionId": ext, "id": "i1", "key": "b", "value": "x"}, 1),
+            request("data.get", {"extensionId": ext, "id": "i1"}, 2),
+        ]
+    )
+    assert {r["id"]: r for r in replies}[2]["result"] == {"b": "x"}

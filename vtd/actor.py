@@ -51,6 +51,10 @@ class PendingWrite(Generic[T]):
     def _settle(self, value: Any, error: BaseException | None) -> None:
         self._value, self._error = value, error
 
+    async def settled(self) -> None:
+        """Wait until the job is committed or failed, without raising its error."""
+        await self._done.wait()
+
     async def result(self) -> T:
         """The job's return value once durably committed, or its exception."""
         await self._done.wait()

@@ -51,12 +51,15 @@ class RequestContext:
     number: int
 
     async def read(self, extension_id: str, query: Callable[[sqlite3.Connection], T]) -> T:
-        """Run ``query`` on the extension's readers (its registration checked in order)."""
+        """Run ``query`` on the extension's readers, after this connection's earlier writes."""
         await self.order.turn(self.number)
         try:
             extension = self.registry.get(extension_id)
+            earlier_write = self.order.last_write.get(extension_id)
         finally:
             self.order.release(self.number)
+        if earlier_write is not None:
+            await earlier_write.settled()
         return await extension.read(query)
 
     async def write(self, extension_id: str, job: Callable[[sqlite3.Connection], T]) -> T:
@@ -64,6 +67,7 @@ class RequestContext:
         await self.order.turn(self.number)
         try:
             pending = await self.registry.get(extension_id).submit(job)
+            self.order.last_write[extension_id] = pending
         finally:
             self.order.release(self.number)
         return await pending.result()

@@ -9,19 +9,29 @@ ordering point) before it looks up its extension and queues its write, and
 then ``release(n)``. Requests with nothing to order release at once. Only
 the few synchronous steps around queueing are serialized, never the
 commits, so pipelined writes still share group commits.
+
+Reads keep their place too: a read waits for the connection's last earlier
+write to the same extension (``last_write``), so a pipelined or batched
+read sees the writes sent before it on that connection.
 """
 
 from __future__ import annotations
 
+from typing import Any
+
 import anyio
+
+from vtd.actor import PendingWrite
 
 
 class RequestOrder:
     """Turn-taking for the requests of one connection, by read order."""
 
-    __slots__ = ("_changed", "_issued", "_next", "_released")
+    __slots__ = ("_changed", "_issued", "_next", "_released", "last_write")
 
     def __init__(self) -> None:
+        self.last_write: dict[str, PendingWrite[Any]] = {}
+        """Per extension id, the latest write this connection queued."""
         self._issued = 0
         self._next = 0
         self._released: set[int] = set()

@@ -1,0 +1,281 @@
+"""``vtctl``: the vtd command line.
+
+Every subcommand maps to one protocol method and prints its result as JSON:
+indented and coloured on a terminal, compact when piped. Exit status: 0
+success, 1 the daemon answered an error, 2 usage error, 3 daemon
+unreachable.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+from collections.abc import Callable, Sequence
+from typing import Any, NoReturn
+
+from vtd_client._errors import InvalidParams, RpcError, TransportError
+from vtd_client._output import render
+from vtd_client._sync import Client
+
+EXIT_DAEMON_ERROR = 1
+EXIT_USAGE = 2
+EXIT_UNREACHABLE = 3
+
+Params = dict[str, Any]
+Builder = Callable[[argparse.Namespace], tuple[str, Params]]
+
+
+class UsageError(Exception):
+    """A command-line argument the daemon would never accept; exit status 2."""
+
+
+def _json(text: str, what: str) -> Any:
+    try:
+        return json.loads(text)
+    except ValueError:
+        raise UsageError(
+            f"{what} is not valid JSON: {text!r} (to store a string, quote it: '\"{text}\"')"
+        ) from None
+
+
+def _json_source(text: str, what: str) -> Any:
+    """JSON given inline, as ``@file``, or as ``-`` for standard input."""
+    if text == "-":
+        return _json(sys.stdin.read(), what)
+    if text.startswith("@"):
+        try:
+            with open(text[1:], encoding="utf-8") as file:
+                return _json(file.read(), what)
+        except OSError as exc:
+            raise UsageError(f"cannot read {text[1:]}: {exc.strerror}") from None
+    return _json(text, what)
+
+
+def _named(name: str | None) -> Params:
+    return {} if name is None else {"name": name}
+
+
+def _call_params(args: argparse.Namespace) -> tuple[str, Params]:
+    params: Params = _json(args.params, "--params") if args.params else {}
+    if not isinstance(params, dict):
+        raise UsageError("--params must be a JSON object")
+    for pair in args.pairs:
+        if ":=" in pair:
+            key, _, raw = pair.partition(":=")
+            params[key] = _json(raw, key)
+        elif "=" in pair:
+            key, _, raw = pair.partition("=")
+            params[key] = raw
+        else:
+            raise UsageError(f"{pair!r} is neither key=string nor key:=json")
+    return args.method, params
+
+
+def _data(args: argparse.Namespace) -> tuple[str, Params]:
+    base = {"extensionId": args.ext, "id": args.instance}
+    if args.action == "get":
+        if args.key is None:
+            return "data.get", base
+        return "data.getKey", {**base, "key": args.key}
+    if args.action == "set":
+        return "data.set", {**base, "key": args.key, "value": _json(args.value, "VALUE")}
+    if args.action == "del":
+        return "data.deleteKey", {**base, "key": args.key}
+    if args.action == "remove":
+        return "data.remove", {**base, "keys": args.keys}
+    if args.action == "clear":
+        return "data.clear", base
+    data = _json_source(args.source, "DATA")
+    return f"data.{args.action}", {**base, "data": data}
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """The ``vtctl`` command line and its subcommands."""
+    parser = argparse.ArgumentParser(
+        prog="vtctl",
+        description="Talk to the vtd daemon: read and write characters, instances and data.",
+        epilog=(
+            "Exit status: 0 success, 1 the daemon answered an error, 2 usage error, "
+            "3 daemon unreachable. JSON values are strict: 123 is a number, '\"123\"' a string."
+        ),
+    )
+    parser.add_argument(
+        "--socket", help="daemon socket (default: VTD_SOCKET, then the runtime dir)"
+    )
+    parser.add_argument("--timeout", type=float, default=30.0, help="seconds per call (30)")
+    output = parser.add_mutually_exclusive_group()
+    output.add_argument("--pretty", action="store_true", help="indent output even when piped")
+    output.add_argument("--compact", action="store_true", help="one line of output")
+    commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    def command(name: str, help: str, build: Builder, parent: Any = commands) -> Any:
+        sub = parent.add_parser(name, help=help, description=help)
+        sub.set_defaults(build=build)
+        return sub
+
+    ping = command(
+        "ping",
+        "check that the daemon answers",
+        lambda a: ("ping", ({} if a.message is None else {"message": a.message})),
+    )
+    ping.add_argument("message", nargs="?")
+    command("probe", "show the daemon's version", lambda a: ("probe", {}))
+
+    ext = commands.add_parser("ext", help="list, register or deregister extensions")
+    ext_commands = ext.add_subparsers(dest="action", required=True, metavar="ACTION")
+    command("list", "registered extensions", lambda a: ("extensions.list", {}), ext_commands)
+    for action in ("register", "deregister"):
+        sub = command(
+            action,
+            f"{action} an extension",
+            lambda a: (a.action, {"extensionId": a.ext}),
+            ext_commands,
+        )
+        sub.add_argument("ext", metavar="EXT")
+
+    chars = command(
+        "chars",
+        "list an extension's characters",
+        lambda a: ("characters.list", {"extensionId": a.ext}),
+    )
+    chars.add_argument("ext", metavar="EXT")
+
+    char = commands.add_parser("char", help="get, set or remove a character")
+    char_commands = char.add_subparsers(dest="action", required=True, metavar="ACTION")
+    get = command(
+        "get",
+        "a character with its instances and data",
+        lambda a: ("characters.get", {"extensionId": a.ext, "id": a.id}),
+        char_commands,
+    )
+    put = command(
+        "set",
+        "create or update a character",
+        lambda a: ("characters.upsert", {"extensionId": a.ext, "id": a.id, **_named(a.name)}),
+        char_commands,
+    )
+    put.add_argument("--name")
+    rm = command(
+        "rm",
+        "delete a character, its instances and data",
+        lambda a: ("characters.delete", {"extensionId": a.ext, "id": a.id}),
+        char_commands,
+    )
+    for sub in (get, put, rm):
+        sub.add_argument("ext", metavar="EXT")
+        sub.add_argument("id", metavar="ID")
+
+    inst = commands.add_parser("inst", help="list, get, set or remove instances")
+    inst_commands = inst.add_subparsers(dest="action", required=True, metavar="ACTION")
+    listing = command(
+        "list",
+        "a character's instances",
+        lambda a: ("instances.list", {"extensionId": a.ext, "characterId": a.character}),
+        inst_commands,
+    )
+    listing.add_argument("ext", metavar="EXT")
+    listing.add_argument("character", metavar="CHARACTER")
+    get = command(
+        "get",
+        "an instance with its data",
+        lambda a: ("instances.get", {"extensionId": a.ext, "id": a.id}),
+        inst_commands,
+    )
+    rm = command(
+        "rm",
+        "delete an instance and its data",
+        lambda a: ("instances.delete", {"extensionId": a.ext, "id": a.id}),
+        inst_commands,
+    )
+    for sub in (get, rm):
+        sub.add_argument("ext", metavar="EXT")
+        sub.add_argument("id", metavar="ID")
+    put = command(
+        "set",
+        "create, update or move an instance",
+        lambda a: (
+            "instances.upsert",
+            {"extensionId": a.ext, "id": a.id, "characterId": a.character, **_named(a.name)},
+        ),
+        inst_commands,
+    )
+    put.add_argument("ext", metavar="EXT")
+    put.add_argument("id", metavar="ID")
+    put.add_argument("character", metavar="CHARACTER")
+    put.add_argument("--name")
+    rm_all = command(
+        "rm-all",
+        "delete all of a character's instances",
+        lambda a: ("instances.deleteAll", {"extensionId": a.ext, "characterId": a.character}),
+        inst_commands,
+    )
+    rm_all.add_argument("ext", metavar="EXT")
+    rm_all.add_argument("character", metavar="CHARACTER")
+
+    data = commands.add_parser("data", help="read and write an instance's data")
+    data_commands = data.add_subparsers(dest="action", required=True, metavar="ACTION")
+    subs = {
+        "get": "all data, or one KEY's value",
+        "set": "store a JSON VALUE under KEY",
+        "del": "delete one KEY",
+        "remove": "delete several KEYs where present",
+        "clear": "delete all data",
+        "merge": "set each top-level key of DATA (JSON, @file or - for stdin)",
+        "override": "replace all data with DATA (JSON, @file or - for stdin)",
+    }
+    for action, help_text in subs.items():
+        sub = command(action, help_text, _data, data_commands)
+        sub.add_argument("ext", metavar="EXT")
+        sub.add_argument("instance", metavar="INSTANCE")
+        if action == "get":
+            sub.add_argument("key", metavar="KEY", nargs="?")
+        elif action in ("set", "del"):
+            sub.add_argument("key", metavar="KEY")
+            if action == "set":
+                sub.add_argument("value", metavar="VALUE")
+        elif action == "remove":
+            sub.add_argument("keys", metavar="KEY", nargs="+")
+        elif action in ("merge", "override"):
+            sub.add_argument("source", metavar="DATA")
+
+    call = command("call", "call any method: key=string, key:=json, or --params JSON", _call_params)
+    call.add_argument("method", metavar="METHOD", help="e.g. cross.data.get")
+    call.add_argument("pairs", metavar="PARAM", nargs="*")
+    call.add_argument("--params", help="all params as one JSON object")
+    return parser
+
+
+def _fail(status: int, message: str) -> NoReturn:
+    print(f"vtctl: {message}", file=sys.stderr)
+    raise SystemExit(status)
+
+
+def describe(exc: RpcError) -> str:
+    """One line naming the error code and, where known, the field at fault."""
+    detail = f"error {exc.code}: {exc.message}"
+    if isinstance(exc, InvalidParams) and exc.field:
+        detail += f" [field: {exc.field}]"
+    return detail
+
+
+def main(argv: Sequence[str] | None = None) -> None:
+    """Run one ``vtctl`` command."""
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    try:
+        method, params = args.build(args)
+    except UsageError as exc:
+        parser.error(str(exc))
+    interactive = sys.stdout.isatty()
+    pretty = args.pretty or (interactive and not args.compact)
+    color = interactive and pretty and not os.environ.get("NO_COLOR")
+    try:
+        with Client(args.socket, timeout=args.timeout) as client:
+            result = client.call(method, **params)
+    except RpcError as exc:
+        _fail(EXIT_DAEMON_ERROR, describe(exc))
+    except TransportError as exc:
+        _fail(EXIT_UNREACHABLE, str(exc))
+    print(render(result, pretty=pretty, color=color))
