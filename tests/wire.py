@@ -16,6 +16,7 @@ import subprocess
 import sys
 import tempfile
 import time
+import weakref
 from pathlib import Path
 from typing import Any
 
@@ -143,6 +144,7 @@ class DaemonProcess:
         self.env = {**os.environ, **(env or {})}
         self.process: subprocess.Popen[bytes] | None = None
         self._log_dir = Path(tempfile.mkdtemp(prefix="vtd-log-"))
+        weakref.finalize(self, shutil.rmtree, self._log_dir, True)
         self.log_path = self._log_dir / "daemon-0.log"
         self._starts = 0
 
@@ -198,10 +200,9 @@ class DaemonProcess:
         return self.process.wait(timeout)
 
     def __enter__(self) -> DaemonProcess:
-        return self.start()
+        return self if self.process is not None else self.start()
 
     def __exit__(self, *exc: object) -> None:
         if self.process is not None and self.process.poll() is None:
             self.process.kill()
             self.process.wait()
-        shutil.rmtree(self._log_dir, ignore_errors=True)

@@ -1,9 +1,10 @@
-"""The daemon's settings: command-line flags, ``VTD_*`` variables, defaults.
+"""The daemon's settings: command-line flags, ``VTD_*`` variables, config file.
 
 Each setting is resolved in one order: flag, then environment variable,
-then default. Paths follow the protocol: the socket from ``--socket``,
-``VTD_SOCKET``, a socket passed by systemd, ``$XDG_RUNTIME_DIR/vtd/vtd.sock``
-or ``/tmp/vtd-$UID/vtd.sock``; the data dir from ``--data-dir``,
+then the config file (TOML, the flags' names as keys), then default. Paths
+follow the protocol: the socket from ``--socket``, ``VTD_SOCKET``, a socket
+passed by systemd, ``$XDG_RUNTIME_DIR/vtd/vtd.sock`` or
+``/tmp/vtd-$UID/vtd.sock``; the data dir from ``--data-dir``,
 ``VTD_DATA_DIR``, ``$STATE_DIRECTORY``, ``$XDG_DATA_HOME/vtd`` or
 ``~/.local/share/vtd``.
 """
@@ -12,6 +13,7 @@ from __future__ import annotations
 
 import argparse
 import os
+import tomllib
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -36,6 +38,8 @@ class Config:
     line_timeout: float = 30.0
     shutdown_timeout: float = 10.0
     log_level: str = "info"
+    config_file: Path | None = None
+    """The config file that was read, if any (SIGHUP reads it again)."""
 
 
 class ConfigError(Exception):
@@ -59,6 +63,44 @@ def default_data_dir(env: Mapping[str, str]) -> Path:
     if data_home:
         return Path(data_home) / "vtd"
     return Path.home() / ".local" / "share" / "vtd"
+
+
+def default_config_file(env: Mapping[str, str]) -> Path:
+    """``$CONFIGURATION_DIRECTORY/vtd.toml`` under systemd, else the XDG config home's."""
+    configuration = env.get("CONFIGURATION_DIRECTORY")
+    if configuration:
+        return Path(configuration.split(":")[0]) / "vtd.toml"
+    config_home = env.get("XDG_CONFIG_HOME")
+    base = Path(config_home) if config_home else Path.home() / ".config"
+    return base / "vtd" / "vtd.toml"
+
+
+def read_config_file(path: Path) -> dict[str, Any]:
+    """The settings in a TOML config file, keyed by flag name (``data-dir``)."""
+    try:
+        with path.open("rb") as file:
+            table = tomllib.load(file)
+    except OSError as exc:
+        raise ConfigError(f"cannot read the config file {path}: {exc.strerror}") from None
+    except tomllib.TOMLDecodeError as exc:
+        raise ConfigError(f"the config file {path} is not valid TOML: {exc}") from None
+    known = {setting.flag[2:] for dest, setting in _SETTINGS.items() if dest != "config_file"}
+    for key in table:
+        if key not in known:
+            raise ConfigError(
+                f"{path}: unknown setting {key!r} (known: {', '.join(sorted(known))})"
+            )
+    return table
+
+
+def _from_file(dest: str, setting: _Setting, value: Any) -> Any:
+    if isinstance(value, bool) or not isinstance(value, str | int | float):
+        raise ValueError(f"{value!r} is not a string or a number")
+    if dest == "socket_mode" and isinstance(value, int):
+        if not 0 <= value <= 0o777:
+            raise ValueError(f"{value:#o} is not a file mode between 0000 and 0777")
+        return value
+    return setting.parse(str(value))
 
 
 def systemd_passed_socket(env: Mapping[str, str]) -> bool:
@@ -119,6 +161,14 @@ class _Setting:
 
 
 _SETTINGS = {
+    "config_file": _Setting(
+        "--config",
+        "VTD_CONFIG",
+        Path,
+        "TOML config file with the flags' names as keys "
+        "(default: $CONFIGURATION_DIRECTORY/vtd.toml or ~/.config/vtd/vtd.toml, if present)",
+        "FILE",
+    ),
     "socket_path": _Setting("--socket", "VTD_SOCKET", Path, "Unix socket to listen on", "PATH"),
     "data_dir": _Setting("--data-dir", "VTD_DATA_DIR", Path, "where the databases live", "DIR"),
     "socket_mode": _Setting(
@@ -166,8 +216,10 @@ def build_parser() -> argparse.ArgumentParser:
             "and data dir; stop it with SIGTERM or Ctrl-C."
         ),
         epilog=(
-            "Every flag can also be set by the environment variable shown in brackets; "
-            "a flag wins over its variable."
+            "Every flag can also be set by the environment variable shown in brackets, "
+            "or in the config file: a flag wins over its variable, a variable over the "
+            "file. `vtd install-units [--user]` writes systemd units for this vtd; "
+            "see `vtd install-units --help`."
         ),
     )
     parser.add_argument("--version", action="version", version=f"vtd {__version__}")
@@ -183,22 +235,42 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def load(argv: Sequence[str] | None = None, env: Mapping[str, str] | None = None) -> Config:
-    """Resolve the configuration from ``argv`` and ``env``; exit 2 on a usage error."""
+    """Resolve the configuration from ``argv``, ``env`` and the config file; exit 2 if bad."""
     env = os.environ if env is None else env
     parser = build_parser()
     args = parser.parse_args(argv)
+    try:
+        return resolve(vars(args), env)
+    except ConfigError as exc:
+        parser.error(str(exc))
+
+
+def resolve(flags: Mapping[str, Any], env: Mapping[str, str]) -> Config:
+    """The configuration from parsed flags (``None`` when absent) and the environment."""
     values: dict[str, Any] = {}
+    file_values: dict[str, Any] = {}
     for dest, setting in _SETTINGS.items():
-        raw = getattr(args, dest)
-        source = setting.flag
+        raw, source = flags.get(dest), setting.flag
         if raw is None and env.get(setting.env):
             raw, source = env[setting.env], setting.env
-        if raw is None:
-            continue
-        try:
-            values[dest] = setting.parse(raw)
-        except ValueError as exc:
-            parser.error(f"{source}: {exc}")
+        if raw is not None:
+            try:
+                values[dest] = setting.parse(raw)
+            except ValueError as exc:
+                raise ConfigError(f"{source}: {exc}") from None
+        if dest == "config_file":
+            explicit = "config_file" in values
+            path = values.get("config_file") or default_config_file(env)
+            if explicit or path.is_file():
+                values["config_file"] = path
+                file_values = read_config_file(path)
+    for dest, setting in _SETTINGS.items():
+        key = setting.flag[2:]
+        if dest not in values and key in file_values:
+            try:
+                values[dest] = _from_file(dest, setting, file_values[key])
+            except ValueError as exc:
+                raise ConfigError(f"{values['config_file']}: {key}: {exc}") from None
     if "socket_path" not in values and not systemd_passed_socket(env):
         values["socket_path"] = default_socket_path(env)
     values.setdefault("socket_path", None)

@@ -12,6 +12,7 @@ from __future__ import annotations
 import logging
 import os
 import signal
+from collections.abc import Callable
 from pathlib import Path
 
 import anyio
@@ -21,6 +22,7 @@ from vtd import __version__
 from vtd.config import Config
 from vtd.connection import Limits
 from vtd.errors import StartupError
+from vtd.health import report_health, watchdog_interval
 from vtd.methods import rpc_methods
 from vtd.registry import Registry, open_registry
 from vtd.server import Server, bind_socket
@@ -73,9 +75,14 @@ async def run(
     config: Config,
     *,
     handle_signals: bool = False,
+    reload: Callable[[], None] | None = None,
     task_status: TaskStatus[Daemon] = anyio.TASK_STATUS_IGNORED,
 ) -> None:
-    """Run the daemon until it is stopped; report the ``Daemon`` once it is ready."""
+    """Run the daemon until it is stopped; report the ``Daemon`` once it is ready.
+
+    With ``handle_signals``, SIGTERM and SIGINT stop it gracefully and SIGHUP
+    calls ``reload``.
+    """
     notifier = Notifier(os.environ)
     prepare_data_dir(config.data_dir)
     socket_file: _SocketFile | None = None
@@ -91,7 +98,9 @@ async def run(
     try:
         listener = await SocketListener.from_socket(raw)
         async with open_registry(config.data_dir) as registry:
-            await _serve(config, listener, registry, notifier, where, handle_signals, task_status)
+            await _serve(
+                config, listener, registry, notifier, where, handle_signals, reload, task_status
+            )
     finally:
         if socket_file is not None:
             socket_file.remove()
@@ -106,6 +115,7 @@ async def _serve(
     notifier: Notifier,
     where: str,
     handle_signals: bool,
+    reload: Callable[[], None] | None,
     task_status: TaskStatus[Daemon],
 ) -> None:
     limits = Limits(config.max_message, config.max_in_flight, config.line_timeout)
@@ -120,7 +130,7 @@ async def _serve(
     daemon = Daemon(config, server, registry)
     async with anyio.create_task_group() as tg:
         if handle_signals:
-            tg.start_soon(_stop_on_signal, daemon)
+            tg.start_soon(_handle_signals, daemon, reload)
         count = len(registry.ids())
         log.info(
             "vtd %s ready on %s (data dir %s, %d extension%s)",
@@ -131,15 +141,31 @@ async def _serve(
             "" if count == 1 else "s",
         )
         notifier.send("READY=1", f"STATUS=serving {count} extensions")
+        if notifier.enabled:
+            tg.start_soon(
+                report_health,
+                notifier,
+                watchdog_interval(os.environ),
+                registry.writers,
+                lambda: (
+                    f"serving {len(registry.ids())} extensions, "
+                    f"{server.connection_count} connections"
+                ),
+            )
         task_status.started(daemon)
         await server.run()
         notifier.send("STOPPING=1", "STATUS=stopping: draining writes")
         tg.cancel_scope.cancel()
 
 
-async def _stop_on_signal(daemon: Daemon) -> None:
-    with anyio.open_signal_receiver(signal.SIGTERM, signal.SIGINT) as signals:
+async def _handle_signals(daemon: Daemon, reload: Callable[[], None] | None) -> None:
+    with anyio.open_signal_receiver(signal.SIGTERM, signal.SIGINT, signal.SIGHUP) as signals:
         async for signum in signals:
+            if signum == signal.SIGHUP:
+                log.info("received SIGHUP; reloading the configuration")
+                if reload is not None:
+                    reload()
+                continue
             log.info("received %s; stopping gracefully", signal.Signals(signum).name)
             daemon.stop()
             return
