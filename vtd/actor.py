@@ -2,8 +2,8 @@
 
 A ``WriterActor`` is a task that owns a database's only write connection.
 Callers ``submit`` a job, a function of the connection; the actor applies
-jobs in the order they were submitted, in a worker thread so the event loop
-never waits on the disk. Jobs that queue up while a commit is in progress
+jobs in the order they were submitted, on its own ``Worker`` thread so the
+event loop never waits on the disk. Jobs that queue up while a commit is in progress
 are applied together in one transaction and made durable by one fsync
 (group commit); each job runs under its own savepoint, so one caller's
 failure never undoes or fails another's.
@@ -14,6 +14,7 @@ from __future__ import annotations
 import logging
 import sqlite3
 from collections.abc import Callable
+from functools import partial
 from pathlib import Path
 from typing import Any, Generic, TypeVar
 
@@ -22,6 +23,7 @@ from anyio.streams.memory import MemoryObjectReceiveStream, MemoryObjectSendStre
 
 from vtd import schema
 from vtd.errors import StorageUnavailable
+from vtd.worker import Worker
 
 log = logging.getLogger(__name__)
 
@@ -113,10 +115,12 @@ class WriterActor:
 
     async def run(self) -> None:
         """Serve jobs until closed, then close the connection. Run this in a task group."""
+        self._worker = worker = Worker(f"writer {self.name}")
         try:
             if self._after is not None:
                 await self._after.wait()
-            await anyio.to_thread.run_sync(self._try_open)
+            with anyio.CancelScope(shield=True):
+                await worker.run(self._try_open)
             self.opened.set()
             async with self._receive:
                 async for first in self._receive:
@@ -128,7 +132,8 @@ class WriterActor:
                             break
                     self.busy_since = anyio.current_time()
                     try:
-                        await anyio.to_thread.run_sync(self._apply, batch)
+                        with anyio.CancelScope(shield=True):
+                            await worker.run(partial(self._apply, batch))
                     finally:
                         self.busy_since = None
                         for pending in batch:
@@ -136,7 +141,8 @@ class WriterActor:
         finally:
             self.opened.set()
             with anyio.CancelScope(shield=True):
-                await anyio.to_thread.run_sync(self._close_connection)
+                await worker.run(self._close_connection)
+            worker.stop()
             self.stopped.set()
 
     # The methods below run in a worker thread, one at a time.

@@ -106,7 +106,10 @@ class Connection:
                     await self._queue_line(rpc.encode(message.error))
                     continue
                 for _ in message.requests:
-                    await self._slots.acquire()
+                    try:
+                        self._slots.acquire_nowait()  # no checkpoint on the hot path
+                    except anyio.WouldBlock:
+                        await self._slots.acquire()
                 numbers = [self._order.issue() for _ in message.requests]
                 handlers.start_soon(self._handle, message, numbers)
         except MessageTooLarge:
@@ -202,7 +205,10 @@ class Connection:
     async def _queue_line(self, line: bytes) -> None:
         # If the writer is gone, the client hung up: the line has nowhere to go.
         with contextlib.suppress(anyio.BrokenResourceError, anyio.ClosedResourceError):
-            await self._out_send.send(line)
+            try:
+                self._out_send.send_nowait(line)  # no checkpoint on the hot path
+            except anyio.WouldBlock:
+                await self._out_send.send(line)
 
     async def _write_lines(self) -> None:
         async with self._out_receive:

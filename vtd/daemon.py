@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import logging
 import os
+import resource
 import signal
 from collections.abc import Callable
 from pathlib import Path
@@ -56,6 +57,20 @@ def prepare_data_dir(path: Path) -> None:
         raise StartupError(f"the data dir {path} is not writable")
 
 
+def raise_open_file_limit() -> int:
+    """Lift the soft limit on open files to the hard limit: each connection is a file."""
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    target = hard if hard != resource.RLIM_INFINITY else max(soft, 1 << 20)
+    if soft == resource.RLIM_INFINITY or soft >= target:
+        return soft
+    try:
+        resource.setrlimit(resource.RLIMIT_NOFILE, (target, hard))
+    except (ValueError, OSError) as exc:
+        log.warning("cannot raise the open-file limit from %d: %s", soft, exc)
+        return soft
+    return target
+
+
 class _SocketFile:
     """The socket file we created, removed on exit only if it is still ours."""
 
@@ -85,6 +100,13 @@ async def run(
     """
     notifier = Notifier(os.environ)
     prepare_data_dir(config.data_dir)
+    open_files = raise_open_file_limit()
+    if open_files < config.max_connections + 64:
+        log.warning(
+            "the open-file limit (%d) is below --max-connections (%d) plus room for databases",
+            open_files,
+            config.max_connections,
+        )
     socket_file: _SocketFile | None = None
     if config.socket_path is None:
         raw = inherited_socket(os.environ)

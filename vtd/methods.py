@@ -9,6 +9,7 @@ internals. This module knows nothing of sockets or framing.
 
 from __future__ import annotations
 
+import inspect
 import logging
 import sqlite3
 from collections.abc import Awaitable, Callable
@@ -51,7 +52,7 @@ class RequestContext:
     number: int
 
     async def read(self, extension_id: str, query: Callable[[sqlite3.Connection], T]) -> T:
-        """Run ``query`` on the extension's readers, after this connection's earlier writes."""
+        """Run ``query`` on the extension's reader, after this connection's earlier writes."""
         await self.order.turn(self.number)
         try:
             extension = self.registry.get(extension_id)
@@ -310,6 +311,9 @@ def _rpc(name: str, method: Method) -> Callable[..., Awaitable[Result]]:
             ctx.order.release(ctx.number)
 
     call.__name__ = name
+    # jsonrpcserver checks every call's params against inspect.signature(); a
+    # precomputed __signature__ spares it rebuilding one per request.
+    call.__signature__ = inspect.signature(call)  # type: ignore[attr-defined]
     return call
 
 

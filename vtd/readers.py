@@ -1,46 +1,47 @@
-"""Read connections for one database, beside its writer.
+"""The read side of one database, beside its writer.
 
-WAL mode lets readers run while the writer commits. Each read runs in one
+WAL mode lets a reader run while the writer commits. Each read runs in one
 read transaction, so a multi-query answer (a character with its instances
 and their data) comes from one snapshot, and it starts after every commit
 whose response has already been sent, so callers always read their writes.
+Reads run on the reader's own ``Worker`` thread with one read-only
+connection; reads that queue up run back to back and are answered together.
 """
 
 from __future__ import annotations
 
 import sqlite3
-from collections import deque
 from collections.abc import Callable
 from pathlib import Path
 from typing import TypeVar
 
-import anyio
-
 from vtd import schema
+from vtd.worker import Worker
 
 T = TypeVar("T")
 
-MAX_IDLE = 8
 
+class Reader:
+    """Runs read queries against one database file on a dedicated thread."""
 
-class ReadPool:
-    """A small pool of read-only connections to one database file."""
-
-    def __init__(self, path: Path) -> None:
+    def __init__(self, name: str, path: Path) -> None:
         self.path = path
-        self._idle: deque[sqlite3.Connection] = deque()
-        self._closed = False
+        self._worker = Worker(f"reader {name}")
+        self._conn: sqlite3.Connection | None = None
 
     async def run(self, query: Callable[[sqlite3.Connection], T]) -> T:
-        """Run ``query`` in a read transaction in a worker thread."""
-        return await anyio.to_thread.run_sync(self._run, query)
+        """Run ``query`` in a read transaction and return its result."""
+        return await self._worker.run(lambda: self._read(query))
 
-    def _run(self, query: Callable[[sqlite3.Connection], T]) -> T:
-        conn: sqlite3.Connection | None
-        try:
-            conn = self._idle.pop()
-        except IndexError:
-            conn = schema.connect(self.path, read_only=True)
+    def close(self) -> None:
+        """Close the connection once the queued reads are done, and end the thread."""
+        self._worker.run_soon(self._close)
+        self._worker.stop()
+
+    def _read(self, query: Callable[[sqlite3.Connection], T]) -> T:
+        if self._conn is None:
+            self._conn = schema.connect(self.path, read_only=True)
+        conn = self._conn
         try:
             conn.execute("BEGIN")
             try:
@@ -48,21 +49,10 @@ class ReadPool:
             finally:
                 conn.execute("ROLLBACK")
         except sqlite3.Error:
-            conn.close()  # a connection that failed may be broken: never reuse it
-            conn = None
+            self._close()  # a connection that failed may be broken: open afresh next time
             raise
-        finally:
-            if conn is not None:
-                self._release(conn)
 
-    def _release(self, conn: sqlite3.Connection) -> None:
-        if self._closed or len(self._idle) >= MAX_IDLE:
-            conn.close()
-        else:
-            self._idle.append(conn)
-
-    def close(self) -> None:
-        """Close the idle connections; connections in use close when their read ends."""
-        self._closed = True
-        while self._idle:
-            self._idle.pop().close()
+    def _close(self) -> None:
+        if self._conn is not None:
+            self._conn.close()
+            self._conn = None

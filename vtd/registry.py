@@ -28,7 +28,7 @@ from anyio.abc import TaskGroup
 from vtd import schema
 from vtd.actor import ActorClosed, PendingWrite, WriterActor
 from vtd.errors import Busy, NotRegistered, StartupError, StorageUnavailable
-from vtd.readers import ReadPool
+from vtd.readers import Reader
 from vtd.store import utc_now
 
 log = logging.getLogger(__name__)
@@ -41,13 +41,13 @@ Finish = Callable[[], Awaitable[None]]
 
 
 class Extension:
-    """One registered extension's database: its writer actor and its readers."""
+    """One registered extension's database: its writer actor and its reader."""
 
     def __init__(self, extension_id: str, path: Path, *, after: anyio.Event | None) -> None:
         self.id = extension_id
         self.path = path
         self.writer = WriterActor(extension_id, path, schema.migrate, after=after)
-        self.readers = ReadPool(path)
+        self.reader = Reader(extension_id, path)
 
     async def submit(self, job: Callable[[sqlite3.Connection], T]) -> PendingWrite[T]:
         """Queue a write job in this extension's order; await ``result()`` for its outcome."""
@@ -62,7 +62,7 @@ class Extension:
         if self.writer.fault is not None and not self.writer.is_open:
             raise self.writer.fault
         try:
-            return await self.readers.run(query)
+            return await self.reader.run(query)
         except sqlite3.Error as exc:
             reason = schema.describe_storage_fault(exc)
             if reason is None:
@@ -190,7 +190,7 @@ class Registry:
         try:
             await _supervised(extension.writer)
         finally:
-            extension.readers.close()
+            extension.reader.close()
             if self._closing.get(extension.id) is extension:
                 del self._closing[extension.id]
 

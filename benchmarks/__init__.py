@@ -1,0 +1,1 @@
+"""vtd's benchmark: ``python -m benchmarks`` (``--quick`` for a smoke run)."""
