@@ -170,6 +170,7 @@ class WriterActor:
             reason = "an internal error occurred; see the daemon log"
         else:
             log.error("%s: storage unavailable at %s: %s", self.name, self.path, reason)
+            reason = f"{reason} (file {self.path.name})"
         self.fault = StorageUnavailable(self.name, reason)
 
     def _apply(self, batch: list[PendingWrite[Any]]) -> None:
@@ -204,6 +205,8 @@ class WriterActor:
             for pending in batch:
                 pending._settle(None, self.fault)
         else:
+            if self.fault is not None:
+                log.warning("%s: writes succeed again (%s)", self.name, self.path)
             self.fault = None
 
     @staticmethod

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 import os
+import signal
 import sys
 from collections.abc import Sequence
 
@@ -49,6 +50,9 @@ def main(argv: Sequence[str] | None = None) -> None:
             log.warning("restart vtd to apply the changed %s", ", ".join(changed))
 
     logs.configure(settings.log_level)
+    # Past a file size limit, let writes fail with an error (answered as -32004)
+    # instead of the signal killing the daemon.
+    signal.signal(signal.SIGXFSZ, signal.SIG_IGN)
     try:
         anyio.run(
             lambda: daemon.run(settings, handle_signals=True, reload=reload), backend="asyncio"

@@ -3,15 +3,15 @@
 The reader splits the byte stream into lines and starts a task for each
 message, so pipelined requests run concurrently and answers go back as they
 finish. Every request holds one of ``max_in_flight`` slots until its answer
-is queued for the writer; when all are taken the reader stops reading, and
-the kernel's socket buffer pushes back on the client. A single writer task
+is written to the socket; when all are taken the reader stops reading, and
+the kernel's socket buffer pushes back on the client. So a connection holds
+at most ``max_in_flight`` requests and answers in memory, whatever it sends. A single writer task
 owns the socket's sending side, so any part of the daemon may queue a line
 for the client (answers now, notifications later) without interleaving.
 """
 
 from __future__ import annotations
 
-import contextlib
 import logging
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
@@ -67,8 +67,11 @@ class Connection:
         self._order = RequestOrder()
         self._slots = anyio.Semaphore(limits.max_in_flight)
         self._reading = anyio.CancelScope()
-        self._out_send, self._out_receive = anyio.create_memory_object_stream[bytes](
-            limits.max_in_flight
+        # Answers hold their request's slot until written, so at most
+        # max_in_flight of them wait here; the rest of the room is for lines
+        # that answer a whole message (parse errors), which hold none.
+        self._out_send, self._out_receive = anyio.create_memory_object_stream[tuple[bytes, int]](
+            2 * limits.max_in_flight
         )
 
     def stop_reading(self) -> None:
@@ -162,6 +165,7 @@ class Connection:
             buffer += chunk
 
     async def _handle(self, message: rpc.Message, numbers: list[int]) -> None:
+        slots = len(numbers)
         try:
             if message.batch:
                 answers: list[rpc.Response | None] = [None] * len(numbers)
@@ -173,15 +177,16 @@ class Connection:
                     for index in range(len(numbers)):
                         tg.start_soon(answer_one, index)
                 batch = [a for a in answers if a is not None]
-                if batch:
-                    await self._queue_line(self._encode(batch))
+                line = self._encode(batch) if batch else None
             else:
                 response = await self._answer(message.requests[0], numbers[0])
-                if response is not None:
-                    await self._queue_line(self._encode(response))
+                line = None if response is None else self._encode(response)
+            if line is not None and await self._queue_line(line, slots):
+                slots = 0  # the writer frees them once the answer is written
         finally:
             for number in numbers:
                 self._order.release(number)
+            for _ in range(slots):
                 self._slots.release()
 
     async def _answer(self, request: object, number: int) -> rpc.Response | None:
@@ -202,28 +207,38 @@ class Connection:
                 )
             )
 
-    async def _queue_line(self, line: bytes) -> None:
-        # If the writer is gone, the client hung up: the line has nowhere to go.
-        with contextlib.suppress(anyio.BrokenResourceError, anyio.ClosedResourceError):
+    async def _queue_line(self, line: bytes, slots: int = 0) -> bool:
+        """Hand a line to the writer, which frees ``slots`` once it is written.
+
+        Answer whether it was queued: if the writer is gone, the client hung
+        up and the line has nowhere to go.
+        """
+        try:
             try:
-                self._out_send.send_nowait(line)  # no checkpoint on the hot path
+                self._out_send.send_nowait((line, slots))  # no checkpoint on the hot path
             except anyio.WouldBlock:
-                await self._out_send.send(line)
+                await self._out_send.send((line, slots))
+        except (anyio.BrokenResourceError, anyio.ClosedResourceError):
+            return False
+        return True
 
     async def _write_lines(self) -> None:
         async with self._out_receive:
             try:
-                async for line in self._out_receive:
+                async for line, slots in self._out_receive:
                     parts = [line]
                     size = len(line)
                     while size < WRITE_COALESCE:
                         try:
-                            more = self._out_receive.receive_nowait()
+                            more, more_slots = self._out_receive.receive_nowait()
                         except (anyio.WouldBlock, anyio.EndOfStream):
                             break
                         parts.append(more)
                         size += len(more)
+                        slots += more_slots
                     await self._stream.send(b"".join(parts))
+                    for _ in range(slots):
+                        self._slots.release()
             except (anyio.BrokenResourceError, anyio.ClosedResourceError, ConnectionError):
                 log.debug("%s: client stopped reading answers", self.name)
                 self._reading.cancel()

@@ -40,6 +40,10 @@ EXTENSION_ID = re.compile(r"[A-Za-z0-9_-]{1,128}")
 Finish = Callable[[], Awaitable[None]]
 
 
+def _nothing(conn: sqlite3.Connection) -> None:
+    """A write job that writes nothing: it makes the writer retry opening its file."""
+
+
 class Extension:
     """One registered extension's database: its writer actor and its reader."""
 
@@ -59,8 +63,12 @@ class Extension:
     async def read(self, query: Callable[[sqlite3.Connection], T]) -> T:
         """Run a read query against a snapshot that includes every acknowledged write."""
         await self.writer.opened.wait()
-        if self.writer.fault is not None and not self.writer.is_open:
-            raise self.writer.fault
+        if not self.writer.is_open:
+            # The file could not be opened: let the writer try again (the cause
+            # may be gone), and fail this read with the reason if it is not.
+            await (await self.submit(_nothing)).settled()
+            if not self.writer.is_open and self.writer.fault is not None:
+                raise self.writer.fault
         try:
             return await self.reader.run(query)
         except sqlite3.Error as exc:

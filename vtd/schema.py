@@ -98,10 +98,13 @@ def migrate(conn: sqlite3.Connection) -> None:
 
 
 _STORAGE_FAULTS = {
-    "SQLITE_FULL": "the disk is full",
-    "SQLITE_IOERR": "an I/O error occurred",
-    "SQLITE_CORRUPT": "the database file is damaged",
-    "SQLITE_NOTADB": "the file is not a SQLite database (damaged or overwritten)",
+    "SQLITE_FULL": "the disk is full; free some space and retry",
+    "SQLITE_IOERR": "an I/O error occurred (a full disk, a file size limit or a failing "
+    "disk); check the daemon's log and retry",
+    "SQLITE_CORRUPT": "the database file is damaged; restore it from a backup, or move it "
+    "aside to start the extension empty",
+    "SQLITE_NOTADB": "the file is not a SQLite database (damaged or overwritten); restore "
+    "it from a backup, or move it aside to start the extension empty",
     "SQLITE_CANTOPEN": "the database file cannot be opened",
     "SQLITE_READONLY": "the database file or its directory is read-only",
     "SQLITE_PERM": "permission denied on the database file",

@@ -1,0 +1,139 @@
+"""Hostile load: connection floods and clients that never read."""
+
+from __future__ import annotations
+
+import json
+import resource
+import socket
+import threading
+from pathlib import Path
+
+import pytest
+
+from tests.wire import DaemonProcess, call_sync, wait_until
+
+PING = b'{"jsonrpc":"2.0","id":1,"method":"ping"}\n'
+
+
+def _rss_kib(pid: int) -> int:
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("VmRSS:"):
+            return int(line.split()[1])
+    raise AssertionError("no VmRSS")
+
+
+def _read_line(sock: socket.socket) -> bytes:
+    data = b""
+    while not data.endswith(b"\n"):
+        chunk = sock.recv(65536)
+        if not chunk:
+            break
+        data += chunk
+    return data
+
+
+@pytest.fixture
+def many_files() -> None:
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    if hard != resource.RLIM_INFINITY and hard < 2300:
+        pytest.skip(f"the open-file hard limit ({hard}) is too low for 1,025 connections")
+    resource.setrlimit(resource.RLIMIT_NOFILE, (min(hard, 65536), hard))
+    yield
+    resource.setrlimit(resource.RLIMIT_NOFILE, (soft, hard))
+
+
+@pytest.mark.usefixtures("many_files")
+def test_1024_connections_are_served_and_the_1025th_is_told_busy(
+    daemon_process: DaemonProcess,
+) -> None:
+    assert daemon_process.process is not None
+    pid = daemon_process.process.pid
+    before = _rss_kib(pid)
+    held: list[socket.socket] = []
+    try:
+        for _ in range(1024):
+            sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+            sock.settimeout(30)
+            sock.connect(str(daemon_process.socket_path))
+            sock.sendall(PING)
+            held.append(sock)
+        for sock in held:
+            assert b"Pong!" in _read_line(sock)
+        per_connection = (_rss_kib(pid) - before) / 1024
+        assert per_connection < 64, f"{per_connection:.1f} KiB per idle connection"
+        extra = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        extra.settimeout(30)
+        extra.connect(str(daemon_process.socket_path))
+        reply = json.loads(_read_line(extra))
+        assert reply["id"] is None
+        assert reply["error"]["code"] == -32003
+        assert extra.recv(1) == b""  # and closed
+        extra.close()
+    finally:
+        for sock in held:
+            sock.close()
+    wait_until(
+        lambda: call_sync(daemon_process.socket_path, "ping")["message"] == "Pong!",
+        message="the daemon to serve again once the flood is gone",
+    )
+
+
+def test_100_clients_that_never_read_cannot_grow_memory_without_bound(
+    daemon_process: DaemonProcess,
+) -> None:
+    path = daemon_process.socket_path
+    call_sync(path, "register", extensionId="greedy")
+    call_sync(path, "characters.upsert", extensionId="greedy", id="c")
+    call_sync(path, "instances.upsert", extensionId="greedy", id="i", characterId="c")
+    call_sync(path, "data.set", extensionId="greedy", id="i", key="k", value="v" * 4000)
+    assert daemon_process.process is not None
+    pid = daemon_process.process.pid
+    before = _rss_kib(pid)
+    request = (
+        json.dumps(
+            {
+                "jsonrpc": "2.0",
+                "id": 1,
+                "method": "data.get",
+                "params": {"extensionId": "greedy", "id": "i"},
+            }
+        ).encode()
+        + b"\n"
+    )
+    flood = request * 20_000  # about 2 MB of requests whose answers are never read
+    stop = threading.Event()
+    sent = [0] * 100
+    throttled: set[int] = set()
+
+    def greedy(index: int) -> None:
+        with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as sock:
+            sock.connect(str(path))
+            sock.settimeout(0.5)
+            view = memoryview(flood)
+            while not stop.is_set() and sent[index] < len(flood):
+                try:
+                    sent[index] += sock.send(view[sent[index] : sent[index] + 65536])
+                except TimeoutError:
+                    throttled.add(index)  # the daemon stopped reading: backpressure
+
+    threads = [threading.Thread(target=greedy, args=(n,)) for n in range(100)]
+    for thread in threads:
+        thread.start()
+    try:
+        # While they push, a polite client is answered.
+        for n in range(20):
+            call_sync(path, "data.set", extensionId="greedy", id="i", key="n", value=n, timeout=30)
+        wait_until(
+            lambda: len(throttled) == 100,
+            timeout=120,
+            message="every greedy client to be throttled",
+        )
+        grown_mib = (_rss_kib(pid) - before) / 1024
+        assert grown_mib < 200, f"RSS grew {grown_mib:.0f} MiB"
+        assert sum(sent) < len(flood) * 100, "the daemon read everything: no backpressure"
+        print(f"RSS grew {grown_mib:.1f} MiB with 100 clients that never read")
+    finally:
+        stop.set()
+        for thread in threads:
+            thread.join(30)
+    assert call_sync(path, "ping")["message"] == "Pong!"
