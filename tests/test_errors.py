@@ -99,8 +99,13 @@ async def test_null_id_is_a_request_and_notifications_get_no_answer(client: Wire
 
 
 async def test_blank_lines_are_ignored(client: Wire) -> None:
-    await client.send_raw(b"\n   \n\t\n")
+    await client.send_raw(b"\n   \n\t\r\n")
     assert await client.call("ping") == {"message": "Pong!"}
+
+
+async def test_whitespace_that_json_does_not_allow_is_a_parse_error(client: Wire) -> None:
+    await client.send_raw(b"\x0b\n")  # found by the fuzz tests: not blank, not JSON
+    assert _error(await client.receive())["code"] == -32700
 
 
 @pytest.mark.parametrize(

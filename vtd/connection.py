@@ -29,6 +29,7 @@ log = logging.getLogger(__name__)
 READ_SIZE = 65536
 WRITE_COALESCE = 1 << 20
 PARSE_IN_THREAD = 1 << 20
+JSON_WHITESPACE = b" \t\r"
 
 
 @dataclass(frozen=True, slots=True)
@@ -46,6 +47,11 @@ class MessageTooLarge(Exception):
 
 class LineTimeout(Exception):
     """A message was started but not finished within the line timeout."""
+
+
+def _blank(line: bytes) -> bool:
+    """Only JSON whitespace: a blank line, ignored (a vertical tab is not blank)."""
+    return not line or (line[0] in JSON_WHITESPACE and not line.strip(JSON_WHITESPACE))
 
 
 class Connection:
@@ -99,7 +105,7 @@ class Connection:
     async def _read_requests(self, handlers: TaskGroup) -> None:
         try:
             async for line in self._lines():
-                if not line or line.isspace():
+                if _blank(line):
                     continue
                 if len(line) > PARSE_IN_THREAD:
                     message = await anyio.to_thread.run_sync(self._decode, line)
