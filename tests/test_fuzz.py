@@ -152,7 +152,8 @@ def assert_well_formed(line: bytes) -> None:
         if "error" in item:
             error = item["error"]
             assert isinstance(error["code"], int)
-            assert isinstance(error["message"], str) and error["message"]
+            assert isinstance(error["message"], str)
+            assert error["message"]
             assert isinstance(error.get("data", {}), dict)
             assert error["code"] != -32603, f"internal error for {line[:200]!r}"
 
