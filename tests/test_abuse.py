@@ -70,8 +70,7 @@ def test_1024_connections_are_served_and_the_1025th_is_told_busy(
     before = _rss_kib(pid)
     held: list[socket.socket] = []
     try:
-        for _ in range(1024):
-            held.append(_served_connection(daemon_process.socket_path))
+        held.extend(_served_connection(daemon_process.socket_path) for _ in range(1024))
         per_connection = (_rss_kib(pid) - before) / 1024
         assert per_connection < 64, f"{per_connection:.1f} KiB per idle connection"
         extra = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
