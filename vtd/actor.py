@@ -191,10 +191,12 @@ class WriterActor:
                 pending._settle(None, self.fault)
             return
         try:
-            conn.execute("BEGIN IMMEDIATE")
-            for pending in batch:
-                self._apply_one(conn, pending)
-            conn.execute("COMMIT")
+            # Most batches fail nowhere: apply them without a savepoint per job
+            # (two statements fewer each). If any job fails, undo the batch and
+            # apply it again with savepoints, so that job fails alone.
+            if not self._commit(conn, batch, isolated=False):
+                conn.execute("ROLLBACK")
+                self._commit(conn, batch, isolated=True)
         except sqlite3.Error as exc:
             if conn.in_transaction:
                 try:
@@ -209,20 +211,33 @@ class WriterActor:
                 log.warning("%s: writes succeed again (%s)", self.name, self.path)
             self.fault = None
 
-    @staticmethod
-    def _apply_one(conn: sqlite3.Connection, pending: PendingWrite[Any]) -> None:
-        conn.execute("SAVEPOINT job")
-        try:
-            value = pending.job(conn)
-        except Exception as exc:
-            if isinstance(exc, sqlite3.Error) and schema.describe_storage_fault(exc) is not None:
-                raise  # the disk or the file is at fault: the whole batch fails
-            conn.execute("ROLLBACK TO job")
-            conn.execute("RELEASE job")
-            pending._settle(None, exc)
-        else:
-            conn.execute("RELEASE job")
-            pending._settle(value, None)
+    def _commit(
+        self, conn: sqlite3.Connection, batch: list[PendingWrite[Any]], *, isolated: bool
+    ) -> bool:
+        """Apply and commit the batch; without ``isolated``, stop at the first failing job.
+
+        Answer whether it committed. Storage faults propagate: they fail the batch.
+        """
+        conn.execute("BEGIN IMMEDIATE")
+        for pending in batch:
+            if isolated:
+                conn.execute("SAVEPOINT job")
+            try:
+                value = pending.job(conn)
+            except Exception as exc:
+                if isinstance(exc, sqlite3.Error) and schema.describe_storage_fault(exc):
+                    raise  # the disk or the file is at fault: the whole batch fails
+                if not isolated:
+                    return False
+                conn.execute("ROLLBACK TO job")
+                conn.execute("RELEASE job")
+                pending._settle(None, exc)
+            else:
+                if isolated:
+                    conn.execute("RELEASE job")
+                pending._settle(value, None)
+        conn.execute("COMMIT")
+        return True
 
     def _close_connection(self) -> None:
         if self._conn is not None:

@@ -1,9 +1,9 @@
 """The read side of one database, beside its writer.
 
-WAL mode lets a reader run while the writer commits. Each read runs in one
-read transaction, so a multi-query answer (a character with its instances
-and their data) comes from one snapshot, and it starts after every commit
-whose response has already been sent, so callers always read their writes.
+WAL mode lets a reader run while the writer commits. Each read sees a
+snapshot taken after every commit whose response has already been sent, so
+callers always read their writes (the storage functions that need several
+queries hold one read transaction around them).
 Reads run on the reader's own ``Worker`` thread with one read-only
 connection; reads that queue up run back to back and are answered together.
 """
@@ -30,7 +30,7 @@ class Reader:
         self._conn: sqlite3.Connection | None = None
 
     async def run(self, query: Callable[[sqlite3.Connection], T]) -> T:
-        """Run ``query`` in a read transaction and return its result."""
+        """Run ``query`` on the read connection and return its result."""
         return await self._worker.run(lambda: self._read(query))
 
     def close(self) -> None:
@@ -41,13 +41,8 @@ class Reader:
     def _read(self, query: Callable[[sqlite3.Connection], T]) -> T:
         if self._conn is None:
             self._conn = schema.connect(self.path, read_only=True)
-        conn = self._conn
         try:
-            conn.execute("BEGIN")
-            try:
-                return query(conn)
-            finally:
-                conn.execute("ROLLBACK")
+            return query(self._conn)
         except sqlite3.Error:
             self._close()  # a connection that failed may be broken: open afresh next time
             raise

@@ -3,8 +3,14 @@
 Each function takes an open ``sqlite3.Connection`` and runs synchronously,
 so it can be tested directly and run in a worker thread. Write functions
 expect to run inside a transaction that the caller owns (the extension's
-writer commits them, possibly several at once); read functions expect a
-read transaction, so multi-query results come from one snapshot.
+writer commits them, possibly several at once). Read functions answer from
+one snapshot: most are one statement, and the others open a read
+transaction unless the caller has one open.
+
+The hot paths (``data.set``, ``data.getKey``, ``data.get``,
+``instances.get``) are one statement each: every statement hands the GIL
+back and forth with the event loop's thread, and under load each hand-off
+waits for that thread, so statements, not rows, are what cost.
 
 Nothing here knows about JSON-RPC: failures are ``vtd.errors`` exceptions.
 """
@@ -13,7 +19,8 @@ from __future__ import annotations
 
 import json
 import sqlite3
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator
+from contextlib import contextmanager
 from datetime import UTC, datetime
 from typing import Any
 
@@ -48,6 +55,19 @@ _INSTANCE_COLUMNS = """
 """
 
 
+@contextmanager
+def _snapshot(conn: sqlite3.Connection) -> Iterator[None]:
+    """Run several queries in one read transaction (or in the caller's transaction)."""
+    if conn.in_transaction:
+        yield
+        return
+    conn.execute("BEGIN")
+    try:
+        yield
+    finally:
+        conn.execute("ROLLBACK")
+
+
 def _character_pk(conn: sqlite3.Connection, character_id: str) -> int | None:
     row = conn.execute("SELECT pk FROM characters WHERE id = ?", (character_id,)).fetchone()
     return None if row is None else int(row[0])
@@ -58,13 +78,6 @@ def _instance_pk(conn: sqlite3.Connection, instance_id: str) -> int:
     if row is None:
         raise NotFound("instance", instance_id)
     return int(row[0])
-
-
-def _data_of(conn: sqlite3.Connection, instance_pk: int) -> Record:
-    rows = conn.execute(
-        "SELECT key, value FROM data WHERE instance_pk = ? ORDER BY pk", (instance_pk,)
-    )
-    return {key: json.loads(value) for key, value in rows}
 
 
 # Characters
@@ -78,20 +91,30 @@ def list_characters(conn: sqlite3.Connection) -> list[Record]:
 
 def get_character(conn: sqlite3.Connection, character_id: str) -> Record:
     """A character with all its instances and their data (a FullCharacter)."""
-    row = conn.execute(
-        "SELECT id, name, created_at, updated_at, pk FROM characters WHERE id = ?",
-        (character_id,),
-    ).fetchone()
-    if row is None:
-        raise NotFound("character", character_id)
-    instances = conn.execute(
-        _INSTANCE_COLUMNS + " WHERE i.character_pk = ? ORDER BY i.pk", (row[4],)
-    ).fetchall()
+    with _snapshot(conn):
+        row = conn.execute(
+            "SELECT id, name, created_at, updated_at, pk FROM characters WHERE id = ?",
+            (character_id,),
+        ).fetchone()
+        if row is None:
+            raise NotFound("character", character_id)
+        instances = conn.execute(
+            _INSTANCE_COLUMNS + " WHERE i.character_pk = ? ORDER BY i.pk", (row[4],)
+        ).fetchall()
+        values = conn.execute(
+            """
+            SELECT d.instance_pk, d.key, d.value FROM data d
+            JOIN instances i ON i.pk = d.instance_pk
+            WHERE i.character_pk = ? ORDER BY d.pk
+            """,
+            (row[4],),
+        ).fetchall()
+    data: dict[int, Record] = {inst[5]: {} for inst in instances}
+    for instance_pk, key, value in values:
+        data[instance_pk][key] = json.loads(value)
     return {
         "character": _character(row),
-        "instances": [
-            {"instance": _instance(inst), "data": _data_of(conn, inst[5])} for inst in instances
-        ],
+        "instances": [{"instance": _instance(inst), "data": data[inst[5]]} for inst in instances],
     }
 
 
@@ -128,10 +151,19 @@ def list_instances(conn: sqlite3.Connection, character_id: str) -> list[Record]:
 
 def get_instance(conn: sqlite3.Connection, instance_id: str) -> Record:
     """An instance with its data (a FullInstance)."""
-    row = conn.execute(_INSTANCE_COLUMNS + " WHERE i.id = ?", (instance_id,)).fetchone()
-    if row is None:
+    rows = conn.execute(
+        """
+        SELECT i.id, c.id, i.name, i.created_at, i.updated_at, d.key, d.value
+        FROM instances i JOIN characters c ON c.pk = i.character_pk
+        LEFT JOIN data d ON d.instance_pk = i.pk
+        WHERE i.id = ? ORDER BY d.pk
+        """,
+        (instance_id,),
+    ).fetchall()
+    if not rows:
         raise NotFound("instance", instance_id)
-    return {"instance": _instance(row), "data": _data_of(conn, row[5])}
+    data = {row[5]: json.loads(row[6]) for row in rows if row[5] is not None}
+    return {"instance": _instance(rows[0]), "data": data}
 
 
 def upsert_instance(
@@ -180,16 +212,29 @@ def delete_all_instances(conn: sqlite3.Connection, character_id: str) -> int:
 
 def get_data(conn: sqlite3.Connection, instance_id: str) -> Record:
     """All of an instance's data as one object, keys in the order first set."""
-    return _data_of(conn, _instance_pk(conn, instance_id))
+    rows = conn.execute(
+        """
+        SELECT d.key, d.value FROM instances i LEFT JOIN data d ON d.instance_pk = i.pk
+        WHERE i.id = ? ORDER BY d.pk
+        """,
+        (instance_id,),
+    ).fetchall()
+    if not rows:
+        raise NotFound("instance", instance_id)
+    return {key: json.loads(value) for key, value in rows if key is not None}
 
 
 def get_data_key(conn: sqlite3.Connection, instance_id: str, key: str) -> Any:
     """The value stored under one key."""
     row = conn.execute(
-        "SELECT value FROM data WHERE instance_pk = ? AND key = ?",
-        (_instance_pk(conn, instance_id), key),
+        """
+        SELECT d.value FROM data d JOIN instances i ON i.pk = d.instance_pk
+        WHERE i.id = ? AND d.key = ?
+        """,
+        (instance_id, key),
     ).fetchone()
     if row is None:
+        _instance_pk(conn, instance_id)  # raises if it is the instance that is missing
         raise NotFound("key", key, instance_id=instance_id)
     return json.loads(row[0])
 
@@ -208,7 +253,16 @@ def _upsert_values(
 
 def set_data_key(conn: sqlite3.Connection, instance_id: str, key: str, value: Any) -> None:
     """Store one value under one key."""
-    _upsert_values(conn, _instance_pk(conn, instance_id), [(key, value)])
+    stored = conn.execute(
+        """
+        INSERT INTO data (instance_pk, key, value)
+        SELECT pk, ?, ? FROM instances WHERE id = ?
+        ON CONFLICT (instance_pk, key) DO UPDATE SET value = excluded.value
+        """,
+        (key, jsontext.dumps(value), instance_id),
+    ).rowcount
+    if stored == 0:
+        raise NotFound("instance", instance_id)
 
 
 def delete_data_key(conn: sqlite3.Connection, instance_id: str, key: str) -> None:
