@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import logging
 from dataclasses import replace
 
 import anyio
@@ -61,7 +62,10 @@ async def test_connections_past_the_limit_get_busy_and_are_closed(config: Config
         running.daemon.stop()
 
 
-async def test_a_stalled_message_is_dropped_after_the_line_timeout(config: Config) -> None:
+async def test_a_stalled_message_is_dropped_after_the_line_timeout(
+    config: Config, caplog: pytest.LogCaptureFixture
+) -> None:
+    caplog.set_level(logging.INFO)
     async with anyio.create_task_group() as tg:
         running = await start_daemon(replace(config, line_timeout=0.5), tg)
         async with await running.connect() as stalled, await running.connect() as idle:
@@ -74,6 +78,8 @@ async def test_a_stalled_message_is_dropped_after_the_line_timeout(config: Confi
             # An idle connection with no message started is not timed out.
             assert await idle.call("ping") == {"message": "Pong!"}
         running.daemon.stop()
+    assert "not finished within 0.5s" in caplog.text
+    assert "connection failed" not in caplog.text
 
 
 async def test_a_message_in_slow_pieces_within_the_timeout_is_served(config: Config) -> None:

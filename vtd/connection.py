@@ -5,9 +5,10 @@ message, so pipelined requests run concurrently and answers go back as they
 finish. Every request holds one of ``max_in_flight`` slots until its answer
 is written to the socket; when all are taken the reader stops reading, and
 the kernel's socket buffer pushes back on the client. So a connection holds
-at most ``max_in_flight`` requests and answers in memory, whatever it sends. A single writer task
-owns the socket's sending side, so any part of the daemon may queue a line
-for the client (answers now, notifications later) without interleaving.
+at most ``max_in_flight`` requests and answers in memory, whatever it sends.
+A single writer task owns the socket's sending side, so any part of the
+daemon may queue a line for the client (answers now, notifications later)
+without interleaving.
 """
 
 from __future__ import annotations
@@ -96,7 +97,7 @@ class Connection:
                 async with anyio.create_task_group() as handlers:
                     with self._reading:
                         await self._read_requests(handlers)
-            except LineTimeout:
+            except* LineTimeout:
                 log.info(
                     "%s: message not finished within %ss; closing",
                     self.name,

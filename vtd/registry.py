@@ -2,7 +2,7 @@
 
 Registrations are kept in ``registry.sqlite3`` in the data dir, written by
 their own ``WriterActor``, so they survive restarts. Each registered
-extension has one ``Extension``: a writer actor and a read pool over
+extension has one ``Extension``: a writer actor and a reader over
 ``extensions/<id>.sqlite3``. The path comes only from an id that matched
 the protocol's pattern, so no id can reach outside the data dir.
 

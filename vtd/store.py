@@ -3,9 +3,10 @@
 Each function takes an open ``sqlite3.Connection`` and runs synchronously,
 so it can be tested directly and run in a worker thread. Write functions
 expect to run inside a transaction that the caller owns (the extension's
-writer commits them, possibly several at once). Read functions answer from
-one snapshot: most are one statement, and the others open a read
-transaction unless the caller has one open.
+writer commits them, possibly several at once). Read functions hand stored
+values on as ``RawJSON`` text, never parsed, and answer from one snapshot:
+most are one statement, and the others open a read transaction unless the
+caller has one open.
 
 The hot paths (``data.set``, ``data.getKey``, ``data.get``,
 ``instances.get``) are one statement each: every statement hands the GIL
@@ -17,7 +18,6 @@ Nothing here knows about JSON-RPC: failures are ``vtd.errors`` exceptions.
 
 from __future__ import annotations
 
-import json
 import sqlite3
 from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
@@ -109,12 +109,15 @@ def get_character(conn: sqlite3.Connection, character_id: str) -> Record:
             """,
             (row[4],),
         ).fetchall()
-    data: dict[int, Record] = {inst[5]: {} for inst in instances}
+    data: dict[int, list[tuple[str, str]]] = {inst[5]: [] for inst in instances}
     for instance_pk, key, value in values:
-        data[instance_pk][key] = json.loads(value)
+        data[instance_pk].append((key, value))
     return {
         "character": _character(row),
-        "instances": [{"instance": _instance(inst), "data": data[inst[5]]} for inst in instances],
+        "instances": [
+            {"instance": _instance(inst), "data": jsontext.object_text(data[inst[5]])}
+            for inst in instances
+        ],
     }
 
 
@@ -162,7 +165,7 @@ def get_instance(conn: sqlite3.Connection, instance_id: str) -> Record:
     ).fetchall()
     if not rows:
         raise NotFound("instance", instance_id)
-    data = {row[5]: json.loads(row[6]) for row in rows if row[5] is not None}
+    data = jsontext.object_text([(row[5], row[6]) for row in rows if row[5] is not None])
     return {"instance": _instance(rows[0]), "data": data}
 
 
@@ -210,7 +213,7 @@ def delete_all_instances(conn: sqlite3.Connection, character_id: str) -> int:
 # Data
 
 
-def get_data(conn: sqlite3.Connection, instance_id: str) -> Record:
+def get_data(conn: sqlite3.Connection, instance_id: str) -> jsontext.RawJSON:
     """All of an instance's data as one object, keys in the order first set."""
     rows = conn.execute(
         """
@@ -221,11 +224,11 @@ def get_data(conn: sqlite3.Connection, instance_id: str) -> Record:
     ).fetchall()
     if not rows:
         raise NotFound("instance", instance_id)
-    return {key: json.loads(value) for key, value in rows if key is not None}
+    return jsontext.object_text([(key, value) for key, value in rows if key is not None])
 
 
-def get_data_key(conn: sqlite3.Connection, instance_id: str, key: str) -> Any:
-    """The value stored under one key."""
+def get_data_key(conn: sqlite3.Connection, instance_id: str, key: str) -> jsontext.RawJSON:
+    """The value stored under one key, as its JSON text."""
     row = conn.execute(
         """
         SELECT d.value FROM data d JOIN instances i ON i.pk = d.instance_pk
@@ -236,7 +239,7 @@ def get_data_key(conn: sqlite3.Connection, instance_id: str, key: str) -> Any:
     if row is None:
         _instance_pk(conn, instance_id)  # raises if it is the instance that is missing
         raise NotFound("key", key, instance_id=instance_id)
-    return json.loads(row[0])
+    return jsontext.RawJSON(row[0])
 
 
 def _upsert_values(
