@@ -285,6 +285,8 @@ TARGETS = [
 
 
 def main() -> None:
+    """Run every figure, print the table, write the JSON; exit 1 if any request failed."""
+    sys.stdout.reconfigure(line_buffering=True)  # type: ignore[attr-defined]
     parser = argparse.ArgumentParser(prog="python -m benchmarks", description=__doc__)
     parser.add_argument("--quick", action="store_true", help="a ~30 s smoke run")
     parser.add_argument("--seconds", type=float, help="seconds per figure (10; quick: 1.5)")

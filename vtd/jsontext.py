@@ -107,9 +107,7 @@ def dumps(value: Any) -> str:
 
 def object_text(items: list[tuple[str, str]]) -> RawJSON:
     """A JSON object from keys and values that are already JSON text."""
-    return RawJSON(
-        "{" + ",".join(f"{_compact.encode(key)}:{value}" for key, value in items) + "}"
-    )
+    return RawJSON("{" + ",".join(f"{_compact.encode(key)}:{value}" for key, value in items) + "}")
 
 
 def nesting_exceeds(value: Any, limit: int) -> bool:

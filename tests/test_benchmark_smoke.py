@@ -1,0 +1,40 @@
+"""The benchmark's quick mode runs to the end with every request answered.
+
+A smoke test only: no timing is asserted here (figures live in the README,
+measured by ``python -m benchmarks``).
+"""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+REPO = Path(__file__).parent.parent
+
+
+def test_quick_benchmark_completes_without_errors(tmp_path: Path) -> None:
+    out = tmp_path / "bench.json"
+    result = subprocess.run(
+        [sys.executable, "-m", "benchmarks", "--quick", "--seconds", "0.5", "--out", str(out)],
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert result.returncode == 0, result.stdout + result.stderr
+    report = json.loads(out.read_text())
+    assert report["errors"] == 0
+    assert report["requests"] > 0
+    assert set(report["figures"]) == {
+        "W1@10k",
+        "W16@10k",
+        "R1@10k",
+        "R16@10k",
+        "F1@10k",
+        "F16@10k",
+        "M16@10k",
+    }
+    assert all(figure["requests"] > 0 for figure in report["figures"].values())
+    assert "| figure |" in result.stdout
