@@ -144,26 +144,17 @@ def test_bad_settings_are_one_line_and_exit_2(
 
 
 def test_environment_sets_paths(short_dir: Path) -> None:
-    sock = short_dir / "env.sock"
-    env = {"VTD_SOCKET": str(sock), "VTD_DATA_DIR": str(short_dir / "envdata")}
-    process = subprocess.Popen(
-        [sys.executable, "-m", "vtd"], env={**os.environ, **env}, stderr=subprocess.PIPE
+    env = {"VTD_SOCKET": str(short_dir / "env.sock"), "VTD_DATA_DIR": str(short_dir / "envdata")}
+    daemon = DaemonProcess(
+        short_dir / "env.sock",
+        short_dir / "envdata",
+        env=env,
+        command=[sys.executable, "-m", "vtd"],
     )
-    try:
-        from tests.wire import answers, wait_until
-
-        wait_until(lambda: answers(sock), message="daemon on VTD_SOCKET")
+    with daemon:
         assert (short_dir / "envdata" / "registry.sqlite3").exists()
-        process.send_signal(signal.SIGTERM)
-        assert process.wait(20) == 0
-        assert process.stderr is not None
-        assert "ready on" in process.stderr.read().decode()
-    finally:
-        if process.poll() is None:
-            process.kill()
-            process.wait()
-        if process.stderr:
-            process.stderr.close()
+        assert daemon.stop() == 0
+    assert "ready on" in daemon.stderr()
 
 
 def test_unwritable_data_dir_is_one_line_and_nonzero(short_dir: Path) -> None:

@@ -77,23 +77,11 @@ def test_socket_activation_serves_on_the_passed_socket_and_leaves_it(short_dir: 
         "--data-dir",
         str(short_dir / "data"),
     ]
-    env = {k: v for k, v in os.environ.items() if k != "VTD_SOCKET"}
-    process = subprocess.Popen(command, env=env, stderr=subprocess.PIPE)
-    try:
-        wait_until(path.exists, message="systemd-socket-activate to listen")
-        assert call_sync(path, "probe", timeout=30)["ok"] is True
+    with DaemonProcess(path, short_dir / "data", command=command) as daemon:
         call_sync(path, "register", extensionId="activated")
-        process.send_signal(signal.SIGTERM)
-        assert process.wait(20) == 0
-        assert path.exists(), "the socket belongs to systemd: vtd must leave it"
-        assert process.stderr is not None
-        assert "passed by systemd" in process.stderr.read().decode()
-    finally:
-        if process.poll() is None:
-            process.kill()
-            process.wait()
-        if process.stderr:
-            process.stderr.close()
+        assert daemon.stop() == 0
+    assert path.exists(), "the socket belongs to systemd: vtd must leave it"
+    assert "passed by systemd" in daemon.stderr()
 
 
 def _start_notified(short_dir: Path, notify: NotifySocket, **env: str) -> DaemonProcess:

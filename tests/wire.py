@@ -136,11 +136,17 @@ class DaemonProcess:
     """``python -m vtd`` in a subprocess, for signal, crash and restart tests."""
 
     def __init__(
-        self, socket_path: Path, data_dir: Path, *args: str, env: dict[str, str] | None = None
+        self,
+        socket_path: Path,
+        data_dir: Path,
+        *args: str,
+        env: dict[str, str] | None = None,
+        command: list[str] | None = None,
     ):
         self.socket_path = socket_path
         self.data_dir = data_dir
         self.args = list(args)
+        self._command = command
         self.env = {**os.environ, **(env or {})}
         self.process: subprocess.Popen[bytes] | None = None
         self._log_dir = Path(tempfile.mkdtemp(prefix="vtd-log-"))
@@ -149,6 +155,9 @@ class DaemonProcess:
         self._starts = 0
 
     def command(self) -> list[str]:
+        """The command line: given at construction, else vtd on this socket and data dir."""
+        if self._command is not None:
+            return self._command
         return [
             sys.executable,
             "-m",
