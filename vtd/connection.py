@@ -21,6 +21,7 @@ import anyio
 from anyio.abc import ByteStream, SocketAttribute, TaskGroup
 
 from vtd import rpc
+from vtd.codes import INTERNAL_ERROR, INVALID_REQUEST
 from vtd.methods import RequestContext
 from vtd.ordering import RequestOrder
 from vtd.registry import Registry
@@ -130,7 +131,7 @@ class Connection:
             await self._queue_line(
                 rpc.encode(
                     rpc.error_response(
-                        rpc.INVALID_REQUEST,
+                        INVALID_REQUEST,
                         f"Invalid request: the message is longer than "
                         f"{self._limits.max_message} bytes; closing the connection",
                         {"reason": "message too large", "limit": self._limits.max_message},
@@ -224,7 +225,9 @@ class Connection:
             log.exception("%s: cannot encode an answer", self.name)
             return rpc.encode(
                 rpc.error_response(
-                    -32603, "Internal error; the daemon logged the details", {"reason": "internal"}
+                    INTERNAL_ERROR,
+                    "Internal error; the daemon logged the details",
+                    {"reason": "internal"},
                 )
             )
 

@@ -19,6 +19,14 @@ from typing import Any, TypeVar
 from jsonrpcserver import JsonRpcError, Result, Success
 
 from vtd import __version__, params, store
+from vtd.codes import (
+    BUSY,
+    INTERNAL_ERROR,
+    INVALID_PARAMS,
+    NOT_FOUND,
+    NOT_REGISTERED,
+    STORAGE_UNAVAILABLE,
+)
 from vtd.errors import (
     Busy,
     InvalidParam,
@@ -34,13 +42,6 @@ from vtd.registry import Finish, Registry
 log = logging.getLogger(__name__)
 
 T = TypeVar("T")
-
-INVALID_PARAMS = -32602
-INTERNAL_ERROR = -32603
-NOT_REGISTERED = -32001
-NOT_FOUND = -32002
-BUSY = -32003
-STORAGE_UNAVAILABLE = -32004
 
 
 @dataclass(slots=True)

@@ -21,13 +21,10 @@ from jsonrpcserver.response import to_serializable_one
 from jsonrpcserver.sentinels import NOID
 
 from vtd import jsontext
+from vtd.codes import INVALID_PARAMS, INVALID_REQUEST, METHOD_NOT_FOUND, PARSE_ERROR
 
 log = logging.getLogger(__name__)
 
-PARSE_ERROR = -32700
-INVALID_REQUEST = -32600
-METHOD_NOT_FOUND = -32601
-INVALID_PARAMS = -32602
 
 MAX_MESSAGE_DEPTH = 512
 

@@ -22,13 +22,12 @@ import anyio
 from anyio.abc import SocketAttribute, SocketListener, SocketStream
 
 from vtd import rpc
+from vtd.codes import BUSY
 from vtd.connection import Connection, Limits
 from vtd.errors import StartupError
 from vtd.registry import Registry
 
 log = logging.getLogger(__name__)
-
-BUSY = -32003
 
 
 def _ensure_socket_dir(directory: Path) -> None:
