@@ -104,7 +104,10 @@ class WriterActor:
         """Queue ``job`` behind every job submitted before it; wait only if the queue is full."""
         pending = PendingWrite(job)
         try:
-            await self._send.send(pending)
+            try:
+                self._send.send_nowait(pending)  # no checkpoint on the hot path
+            except anyio.WouldBlock:
+                await self._send.send(pending)
         except (anyio.ClosedResourceError, anyio.BrokenResourceError):
             raise ActorClosed(self.name) from None
         return pending
@@ -115,7 +118,7 @@ class WriterActor:
 
     async def run(self) -> None:
         """Serve jobs until closed, then close the connection. Run this in a task group."""
-        self._worker = worker = Worker(f"writer {self.name}")
+        worker = Worker(f"writer {self.name}")
         try:
             if self._after is not None:
                 await self._after.wait()
