@@ -16,13 +16,17 @@ from vtd_client import (
     FullCharacter,
     FullInstance,
     Instance,
+    InternalError,
     InvalidParams,
     MethodNotFound,
     NotFound,
     NotRegistered,
     ProtocolError,
+    RpcError,
+    StorageUnavailable,
     VtdError,
 )
+from vtd_client._errors import error_from_response
 
 _names = itertools.count()
 
@@ -184,3 +188,46 @@ def test_socket_from_environment(module_daemon: DaemonProcess, monkeypatch) -> N
     monkeypatch.setenv("VTD_SOCKET", str(module_daemon.socket_path))
     with Client() as client:
         assert client.ping() == "Pong!"
+
+
+@pytest.mark.parametrize(
+    ("code", "cls"),
+    [
+        (-32700, ProtocolError),
+        (-32600, ProtocolError),
+        (-32601, MethodNotFound),
+        (-32602, InvalidParams),
+        (-32603, InternalError),
+        (-32001, NotRegistered),
+        (-32002, NotFound),
+        (-32003, Busy),
+        (-32004, StorageUnavailable),
+    ],
+)
+def test_every_code_has_its_exception(code: int, cls: type) -> None:
+    error = error_from_response({"code": code, "message": "m", "data": {"field": "f"}})
+    assert type(error) is cls
+    assert isinstance(error, RpcError)
+    assert error.code == code
+
+
+def test_parse_errors_from_the_daemon_raise_protocol_error(module_daemon: DaemonProcess) -> None:
+    with Client(module_daemon.socket_path) as client, pytest.raises(ProtocolError) as caught:
+        client.call("ping", message=float("nan"))  # json.dumps writes NaN; not JSON
+    assert caught.value.code == -32700
+
+
+def test_storage_unavailable_carries_the_reason(daemon_process: DaemonProcess) -> None:
+    with Client(daemon_process.socket_path, timeout=10) as client:
+        client.register("damaged")
+        assert daemon_process.stop() == 0
+        path = daemon_process.data_dir / "extensions" / "damaged.sqlite3"
+        path.write_bytes(b"garbage" * 1000)
+        for suffix in ("-wal", "-shm"):
+            path.with_name(path.name + suffix).unlink(missing_ok=True)
+        daemon_process.start()
+        with pytest.raises(StorageUnavailable) as caught:
+            client.extension("damaged").list_characters()
+    assert caught.value.extension_id == "damaged"
+    assert caught.value.reason is not None
+    assert "move it aside" in caught.value.reason

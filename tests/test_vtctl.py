@@ -166,3 +166,9 @@ def test_terminal_output_is_indented_and_coloured(module_daemon: DaemonProcess) 
         os.close(follower)
     assert "\x1b[" in output
     assert "\n" in output.strip()
+
+
+def test_version() -> None:
+    result = subprocess.run([str(VTCTL), "--version"], capture_output=True, text=True, timeout=30)
+    assert result.returncode == 0
+    assert result.stdout.startswith("vtctl ")

@@ -26,7 +26,7 @@ class DaemonUnavailable(TransportError):
         super().__init__(
             f"cannot connect to vtd at {socket_path}: {reason}. Is the daemon running? "
             "Start it with `vtd` (or `systemctl --user start vtd.socket`), or point "
-            "the client at its socket with socket= or VTD_SOCKET."
+            "the client at its socket (socket=, vtctl --socket, or VTD_SOCKET)."
         )
         self.socket_path = socket_path
         self.reason = reason

@@ -15,6 +15,7 @@ import sys
 from collections.abc import Callable, Sequence
 from typing import Any, NoReturn
 
+from vtd_client import __version__
 from vtd_client._errors import InvalidParams, RpcError, TransportError
 from vtd_client._output import render
 from vtd_client._sync import Client
@@ -101,6 +102,7 @@ def build_parser() -> argparse.ArgumentParser:
             "3 daemon unreachable. JSON values are strict: 123 is a number, '\"123\"' a string."
         ),
     )
+    parser.add_argument("--version", action="version", version=f"vtctl {__version__}")
     parser.add_argument(
         "--socket", help="daemon socket (default: VTD_SOCKET, then the runtime dir)"
     )
