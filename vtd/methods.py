@@ -288,6 +288,7 @@ def to_rpc_error(exc: VtdDaemonError) -> JsonRpcError:
             f"Storage for extension {exc.extension_id} is unavailable: {exc.reason}",
             {"extensionId": exc.extension_id, "reason": exc.reason},
         )
+    log.error("no wire error for %r; answering -32603", exc)
     return internal_error()
 
 
