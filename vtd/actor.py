@@ -45,13 +45,19 @@ class PendingWrite(Generic[T]):
     __slots__ = ("_done", "_error", "_value", "job")
 
     def __init__(self, job: Job[T]) -> None:
-        self.job = job
+        self.job: Job[T] | None = job
         self._done = anyio.Event()
         self._value: Any = None
         self._error: BaseException | None = None
 
     def _settle(self, value: Any, error: BaseException | None) -> None:
         self._value, self._error = value, error
+
+    def _finish(self) -> None:
+        # Let go of the job (and the values it holds) once it is done: a
+        # connection remembers its last write to each extension.
+        self.job = None
+        self._done.set()
 
     async def settled(self) -> None:
         """Wait until the job is committed or failed, without raising its error."""
@@ -140,7 +146,7 @@ class WriterActor:
                     finally:
                         self.busy_since = None
                         for pending in batch:
-                            pending._done.set()
+                            pending._finish()
         finally:
             self.opened.set()
             with anyio.CancelScope(shield=True):
@@ -226,6 +232,7 @@ class WriterActor:
             if isolated:
                 conn.execute("SAVEPOINT job")
             try:
+                assert pending.job is not None, "a job runs before it is finished"
                 value = pending.job(conn)
             except Exception as exc:
                 if isinstance(exc, sqlite3.Error) and schema.describe_storage_fault(exc):
