@@ -47,7 +47,10 @@ class Worker:
 
     def run_soon(self, function: Callable[[], object]) -> None:
         """Queue ``function`` without waiting for it (errors are dropped)."""
-        self._jobs.put((function, self._loop.create_future()))
+        future: asyncio.Future[object] = self._loop.create_future()
+        # Fetch the outcome so asyncio never reports an error nobody retrieved.
+        future.add_done_callback(lambda done: done.cancelled() or done.exception())
+        self._jobs.put((function, future))
 
     def stop(self) -> None:
         """Finish the queued jobs, then end the thread."""
