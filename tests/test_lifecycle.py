@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import signal
 import socket
@@ -166,3 +167,45 @@ def test_unwritable_data_dir_is_one_line_and_nonzero(short_dir: Path) -> None:
     err = daemon.stderr().strip()
     assert len(err.splitlines()) == 1
     assert "data dir" in err
+
+
+def test_sigterm_answers_the_requests_in_flight_and_keeps_them(
+    daemon_process: DaemonProcess,
+) -> None:
+    path = daemon_process.socket_path
+    call_sync(path, "register", extensionId="drain")
+    call_sync(path, "characters.upsert", extensionId="drain", id="c")
+    call_sync(path, "instances.upsert", extensionId="drain", id="i", characterId="c")
+    lines = b"".join(
+        json.dumps(
+            {
+                "jsonrpc": "2.0",
+                "id": n,
+                "method": "data.set",
+                "params": {"extensionId": "drain", "id": "i", "key": f"k{n}", "value": n},
+            }
+        ).encode()
+        + b"\n"
+        for n in range(2000)
+    )
+    with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as sock:
+        sock.settimeout(30)
+        sock.connect(str(path))
+        sock.sendall(lines)
+        first = sock.recv(65536)  # the daemon is working on them
+        daemon_process.signal(signal.SIGTERM)
+        data = first
+        while chunk := sock.recv(65536):
+            data += chunk
+    answers = [json.loads(line) for line in data.splitlines()]
+    assert daemon_process.wait() == 0
+    # Answers kept coming after the signal (requests in flight were finished),
+    # and the daemon stopped reading: the rest of the 2,000 were never started.
+    assert len(answers) > first.count(b"\n")
+    assert len(answers) < 2000
+    acknowledged = {a["id"] for a in answers if "result" in a}
+    assert acknowledged, "no answer arrived before the stop"
+    assert all("result" in a for a in answers), "an answer in flight failed"
+    daemon_process.start()
+    stored = call_sync(path, "data.get", extensionId="drain", id="i")
+    assert all(stored[f"k{n}"] == n for n in acknowledged)

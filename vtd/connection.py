@@ -18,7 +18,7 @@ from collections.abc import AsyncIterator
 from dataclasses import dataclass
 
 import anyio
-from anyio.abc import ByteStream, SocketAttribute, TaskGroup
+from anyio.abc import SocketAttribute, SocketStream, TaskGroup
 
 from vtd import rpc
 from vtd.codes import INTERNAL_ERROR, INVALID_REQUEST
@@ -32,6 +32,7 @@ READ_SIZE = 65536
 WRITE_COALESCE = 1 << 20
 PARSE_IN_THREAD = 1 << 20
 JSON_WHITESPACE = b" \t\r"
+LINGER = 1.0
 
 
 @dataclass(frozen=True, slots=True)
@@ -61,7 +62,7 @@ class Connection:
 
     def __init__(
         self,
-        stream: ByteStream,
+        stream: SocketStream,
         registry: Registry,
         methods: rpc.Methods,
         limits: Limits,
@@ -92,21 +93,43 @@ class Connection:
 
     async def serve(self) -> None:
         """Run the connection to its end; the socket is closed on return."""
-        async with self._stream, anyio.create_task_group() as tg:
-            tg.start_soon(self._write_lines)
+        async with self._stream:
+            gentle = True
+            async with anyio.create_task_group() as tg:
+                tg.start_soon(self._write_lines)
+                try:
+                    async with anyio.create_task_group() as handlers:
+                        with self._reading:
+                            await self._read_requests(handlers)
+                except* LineTimeout:
+                    log.info(
+                        "%s: message not finished within %ss; closing",
+                        self.name,
+                        self._limits.line_timeout,
+                    )
+                    gentle = False
+                    tg.cancel_scope.cancel()
+                finally:
+                    self._out_send.close()
+            if gentle:
+                await self._close_gently()
+
+    async def _close_gently(self) -> None:
+        # Closing a Unix socket with unread requests in it makes the client's
+        # next read fail with ECONNRESET instead of ending cleanly. So say we
+        # are done (EOF), and discard what the client still sends, briefly.
+        with anyio.move_on_after(LINGER):
             try:
-                async with anyio.create_task_group() as handlers:
-                    with self._reading:
-                        await self._read_requests(handlers)
-            except* LineTimeout:
-                log.info(
-                    "%s: message not finished within %ss; closing",
-                    self.name,
-                    self._limits.line_timeout,
-                )
-                tg.cancel_scope.cancel()
-            finally:
-                self._out_send.close()
+                await self._stream.send_eof()
+                while True:
+                    await self._stream.receive(READ_SIZE)
+            except (
+                anyio.EndOfStream,
+                anyio.BrokenResourceError,
+                anyio.ClosedResourceError,
+                OSError,
+            ):
+                pass
 
     async def _read_requests(self, handlers: TaskGroup) -> None:
         try:
