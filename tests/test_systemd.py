@@ -19,6 +19,7 @@ import pytest
 
 from tests.wire import DaemonProcess, answers, call_sync, wait_until
 from vtd import units
+from vtd_client import Busy, Client
 
 REPO = Path(__file__).parent.parent
 needs_activate = pytest.mark.skipif(
@@ -188,24 +189,34 @@ def test_journal_logs_carry_priorities_and_no_timestamps(short_dir: Path) -> Non
 
 def test_config_file_precedence_and_sighup(short_dir: Path) -> None:
     config = short_dir / "vtd.toml"
-    config.write_text('socket-mode = "0640"\nlog-level = "info"\nmax-connections = 7\n')
+    config.write_text('socket-mode = "0640"\nlog-level = "info"\nmax-connections = 1\n')
     daemon = DaemonProcess(
         short_dir / "vtd.sock",
         short_dir / "data",
         "--config",
         str(config),
         "--max-connections",
-        "9",
+        "3",
         env={"VTD_SOCKET_MODE": "0660"},
     )
-    with daemon:
-        assert (daemon.socket_path.stat().st_mode & 0o777) == 0o660  # env beats the file
+    with daemon, Client(daemon.socket_path) as held, Client(daemon.socket_path) as second:
+        assert (daemon.socket_path.stat().st_mode & 0o777) == 0o660  # variable beats file
+        wait_until(lambda: _pings(held) and _pings(second), message="two connections served")
+        # ...so the flag's 3 connections beat the file's 1.
         config.write_text('log-level = "debug"\n')
         daemon.signal(signal.SIGHUP)
         wait_until(lambda: "log level is debug" in daemon.stderr(), message="the reload")
+        assert held.ping("still here") == "Pong! still here"  # no connection dropped
         call_sync(daemon.socket_path, "ping")
         wait_until(lambda: "connected (pid" in daemon.stderr(), message="a debug line")
         assert daemon.stop() == 0
+
+
+def _pings(client: Client) -> bool:
+    try:
+        return client.ping() == "Pong!"
+    except Busy:  # the startup probe's place may not be free yet
+        return False
 
 
 @pytest.mark.parametrize(
