@@ -83,14 +83,7 @@ def _create_registry_v1(conn: sqlite3.Connection) -> None:
 
 
 def _migrate_registry(conn: sqlite3.Connection) -> None:
-    (version,) = conn.execute("PRAGMA user_version").fetchone()
-    if version == 0:
-        conn.execute("BEGIN IMMEDIATE")
-        _create_registry_v1(conn)
-        conn.execute("PRAGMA user_version = 1")
-        conn.execute("COMMIT")
-    elif version != 1:
-        raise schema.SchemaTooNew(f"registry schema version {version} is newer than this vtd")
+    schema.migrate(conn, [_create_registry_v1])
 
 
 def _record(extension_id: str, conn: sqlite3.Connection) -> None:

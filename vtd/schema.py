@@ -51,8 +51,6 @@ def _create_v1(conn: sqlite3.Connection) -> None:
 MIGRATIONS: list[Migration] = [_create_v1]
 """Migration ``n`` takes a database from ``user_version`` n to n + 1."""
 
-SCHEMA_VERSION = len(MIGRATIONS)
-
 
 class SchemaTooNew(Exception):
     """The file was written by a newer vtd whose schema this one cannot read."""
@@ -79,17 +77,18 @@ def connect(path: Path, *, read_only: bool = False) -> sqlite3.Connection:
     return conn
 
 
-def migrate(conn: sqlite3.Connection) -> None:
-    """Bring the schema up to ``SCHEMA_VERSION``, one committed step at a time."""
+def migrate(conn: sqlite3.Connection, migrations: list[Migration] = MIGRATIONS) -> None:
+    """Bring the schema up to ``len(migrations)``, one committed step at a time."""
+    latest = len(migrations)
     (version,) = conn.execute("PRAGMA user_version").fetchone()
-    if version > SCHEMA_VERSION:
+    if version > latest:
         raise SchemaTooNew(
-            f"schema version {version} is newer than this vtd understands ({SCHEMA_VERSION})"
+            f"schema version {version} is newer than this vtd understands ({latest})"
         )
-    for step in range(version, SCHEMA_VERSION):
+    for step in range(version, latest):
         conn.execute("BEGIN IMMEDIATE")
         try:
-            MIGRATIONS[step](conn)
+            migrations[step](conn)
             conn.execute(f"PRAGMA user_version = {step + 1}")
         except BaseException:
             conn.execute("ROLLBACK")
