@@ -229,8 +229,6 @@ class Connection:
             if line is not None and await self._queue_line(line, slots):
                 slots = 0  # the writer frees them once the answer is written
         finally:
-            for number in numbers:
-                self._order.release(number)
             for _ in range(slots):
                 self._slots.release()
 
@@ -239,6 +237,8 @@ class Connection:
         try:
             return await rpc.answer(request, self._methods, context)
         finally:
+            # Requests that never reach their ordering point (bad envelope,
+            # unknown method, bad params) let later ones past here.
             self._order.release(number)
 
     def _encode(self, response: rpc.Response | list[rpc.Response]) -> bytes:

@@ -309,8 +309,6 @@ def _rpc(name: str, method: Method) -> Callable[..., Awaitable[Result]]:
         except Exception:
             log.exception("method %s failed", name)
             raise internal_error() from None
-        finally:
-            ctx.order.release(ctx.number)
 
     call.__name__ = name
     # jsonrpcserver checks every call's params against inspect.signature(); a
