@@ -21,7 +21,6 @@ from vtd_client._output import render
 from vtd_client._sync import Client
 
 EXIT_DAEMON_ERROR = 1
-EXIT_USAGE = 2
 EXIT_UNREACHABLE = 3
 
 Params = dict[str, Any]
