@@ -12,7 +12,7 @@ import sqlite3
 import threading
 from pathlib import Path
 
-from tests.wire import DaemonProcess, call_sync, wait_until
+from tests.wire import DaemonProcess, call_sync, seed, wait_until
 
 EXTENSION = "crash"
 WINDOW = 8
@@ -69,11 +69,7 @@ def integrity_ok(path: Path) -> bool:
 
 
 def prepare(daemon: DaemonProcess) -> None:
-    call_sync(daemon.socket_path, "register", extensionId=EXTENSION)
-    call_sync(daemon.socket_path, "characters.upsert", extensionId=EXTENSION, id="c")
-    call_sync(
-        daemon.socket_path, "instances.upsert", extensionId=EXTENSION, id="i", characterId="c"
-    )
+    seed(daemon.socket_path, EXTENSION)
 
 
 def kill_during_writes(

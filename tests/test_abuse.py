@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.wire import DaemonProcess, RpcFailed, call_sync, wait_until
+from tests.wire import DaemonProcess, RpcFailed, call_sync, seed, wait_until
 
 PING = b'{"jsonrpc":"2.0","id":1,"method":"ping"}\n'
 
@@ -98,9 +98,7 @@ def test_100_clients_that_never_read_cannot_grow_memory_without_bound(
     daemon_process: DaemonProcess,
 ) -> None:
     path = daemon_process.socket_path
-    call_sync(path, "register", extensionId="greedy")
-    call_sync(path, "characters.upsert", extensionId="greedy", id="c")
-    call_sync(path, "instances.upsert", extensionId="greedy", id="i", characterId="c")
+    seed(path, "greedy")
     call_sync(path, "data.set", extensionId="greedy", id="i", key="k", value="v" * 4000)
     assert daemon_process.process is not None
     pid = daemon_process.process.pid

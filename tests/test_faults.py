@@ -11,13 +11,11 @@ from pathlib import Path
 import pytest
 
 from tests.crash import integrity_ok
-from tests.wire import DaemonProcess, RpcFailed, call_sync
+from tests.wire import DaemonProcess, RpcFailed, call_sync, seed
 
 
 def _seed(path: Path, extension: str) -> None:
-    call_sync(path, "register", extensionId=extension)
-    call_sync(path, "characters.upsert", extensionId=extension, id="c")
-    call_sync(path, "instances.upsert", extensionId=extension, id="i", characterId="c")
+    seed(path, extension)
     call_sync(path, "data.set", extensionId=extension, id="i", key="kept", value="before")
 
 

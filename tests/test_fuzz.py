@@ -25,7 +25,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from tests.wire import DaemonProcess, call_sync
+from tests.wire import DaemonProcess, call_sync, seed
 from vtd.methods import METHODS
 
 EXAMPLES = int(os.environ.get("VTD_FUZZ_EXAMPLES", "150"))
@@ -163,9 +163,7 @@ def session() -> Iterator[Session]:
     directory = Path(tempfile.mkdtemp(prefix="vtd-", dir="/tmp"))
     with DaemonProcess(directory / "vtd.sock", directory / "data") as daemon:
         path = daemon.socket_path
-        call_sync(path, "register", extensionId="fuzz")
-        call_sync(path, "characters.upsert", extensionId="fuzz", id="c1")
-        call_sync(path, "instances.upsert", extensionId="fuzz", id="i1", characterId="c1")
+        seed(path, "fuzz", character="c1", instance="i1")
         fuzz_session = Session(daemon)
         yield fuzz_session
         fuzz_session.close()

@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.wire import DaemonProcess, call_sync
+from tests.wire import DaemonProcess, call_sync, seed
 
 
 def _seed(path: Path) -> None:
@@ -173,9 +173,7 @@ def test_sigterm_answers_the_requests_in_flight_and_keeps_them(
     daemon_process: DaemonProcess,
 ) -> None:
     path = daemon_process.socket_path
-    call_sync(path, "register", extensionId="drain")
-    call_sync(path, "characters.upsert", extensionId="drain", id="c")
-    call_sync(path, "instances.upsert", extensionId="drain", id="i", characterId="c")
+    seed(path, "drain")
     lines = b"".join(
         json.dumps(
             {

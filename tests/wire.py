@@ -116,6 +116,13 @@ def call_sync(path: Path | str, method: str, /, timeout: float = 10, **params: A
     return reply["result"]
 
 
+def seed(path: Path | str, extension: str, character: str = "c", instance: str = "i") -> None:
+    """Register ``extension`` and give it one character with one instance."""
+    call_sync(path, "register", extensionId=extension)
+    call_sync(path, "characters.upsert", extensionId=extension, id=character)
+    call_sync(path, "instances.upsert", extensionId=extension, id=instance, characterId=character)
+
+
 def wait_until(condition: Any, timeout: float = 15, message: str = "condition") -> None:
     """Poll ``condition`` until true or fail after ``timeout`` seconds (never a bare sleep)."""
     deadline = time.monotonic() + timeout
