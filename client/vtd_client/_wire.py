@@ -40,12 +40,10 @@ def batch_results(
     sent: list[dict[str, Any]], responses: Any, *, return_exceptions: bool
 ) -> list[Any]:
     """Results in the order the batch was sent; errors raised, or returned if asked."""
+    if isinstance(responses, dict):  # one error for the whole batch
+        raise error_from_response(responses.get("error"))
     if not isinstance(responses, list):
-        raise (
-            error_from_response(responses.get("error"))
-            if isinstance(responses, dict)
-            else ProtocolError(0, f"malformed batch response {responses!r}")
-        )
+        raise ProtocolError(0, f"malformed batch response {responses!r}")
     by_id = {item.get("id"): item for item in responses if isinstance(item, dict)}
     results: list[Any] = []
     for item in sent:
