@@ -35,7 +35,7 @@ class RequestOrder:
         self._issued = 0
         self._next = 0
         self._released: set[int] = set()
-        self._changed = anyio.Event()
+        self._changed: anyio.Event | None = None  # made only when someone waits
 
     def issue(self) -> int:
         """The next request's number, in read order."""
@@ -46,6 +46,8 @@ class RequestOrder:
     async def turn(self, number: int) -> None:
         """Wait until every request read before ``number`` has been released."""
         while self._next < number:
+            if self._changed is None:
+                self._changed = anyio.Event()
             await self._changed.wait()
 
     def release(self, number: int) -> None:
@@ -58,5 +60,6 @@ class RequestOrder:
         while self._next in self._released:
             self._released.remove(self._next)
             self._next += 1
-        self._changed.set()
-        self._changed = anyio.Event()
+        if self._changed is not None:
+            self._changed.set()
+            self._changed = None
