@@ -59,6 +59,11 @@ class PendingWrite(Generic[T]):
         self.job = None
         self._done.set()
 
+    @property
+    def done(self) -> bool:
+        """Whether the job is committed or failed."""
+        return self._done.is_set()
+
     async def settled(self) -> None:
         """Wait until the job is committed or failed, without raising its error."""
         await self._done.wait()

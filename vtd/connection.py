@@ -1,19 +1,22 @@
-"""One client connection: newline framing, concurrency, backpressure, one writer.
+"""One client connection: newline framing, concurrency, backpressure.
 
-The reader splits the byte stream into lines and starts a task for each
-message, so pipelined requests run concurrently and answers go back as they
-finish. Every request holds one of ``max_in_flight`` slots until its answer
-is written to the socket; when all are taken the reader stops reading, and
+The reader splits the byte stream into lines. A request that can be
+answered without waiting (a point read whose turn has come, a ping) is
+answered right there, on the reader's own time; any other request gets a
+task of its own, so pipelined requests run concurrently and answers go back
+as they finish. Answers leave through the connection's ``Outbox``, which
+sends those that are ready together.
+
+Every request holds one of ``max_in_flight`` slots until its answer is
+written to the socket; when all are taken the reader stops reading, and
 the kernel's socket buffer pushes back on the client. So a connection holds
 at most ``max_in_flight`` requests and answers in memory, whatever it sends.
-A single writer task owns the socket's sending side, so any part of the
-daemon may queue a line for the client (answers now, notifications later)
-without interleaving.
 """
 
 from __future__ import annotations
 
 import logging
+import socket
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
 
@@ -24,12 +27,12 @@ from vtd import rpc
 from vtd.codes import INTERNAL_ERROR, INVALID_REQUEST
 from vtd.methods import RequestContext
 from vtd.ordering import RequestOrder
+from vtd.outbox import Outbox
 from vtd.registry import Registry
 
 log = logging.getLogger(__name__)
 
 READ_SIZE = 65536
-WRITE_COALESCE = 1 << 20
 PARSE_IN_THREAD = 1 << 20
 JSON_WHITESPACE = b" \t\r"
 LINGER = 1.0
@@ -64,28 +67,23 @@ class Connection:
         self,
         stream: SocketStream,
         registry: Registry,
-        methods: rpc.Methods,
+        methods: rpc.MethodTables,
         limits: Limits,
         name: str,
     ) -> None:
         self.name = name
         self._stream = stream
+        # The socket itself, non-blocking: reads and sends go straight to it,
+        # with anyio waiting for readiness (the stream would add a checkpoint,
+        # a full trip through the event loop, to every receive and send).
+        self._sock: socket.socket = stream.extra(SocketAttribute.raw_socket)
         self._registry = registry
         self._methods = methods
         self._limits = limits
         self._order = RequestOrder()
         self._slots = anyio.Semaphore(limits.max_in_flight)
         self._reading = anyio.CancelScope()
-        try:
-            self._fileno: int | None = stream.extra(SocketAttribute.raw_socket).fileno()
-        except anyio.TypedAttributeLookupError:
-            self._fileno = None
-        # Answers hold their request's slot until written, so at most
-        # max_in_flight of them wait here; the rest of the room is for lines
-        # that answer a whole message (parse errors), which hold none.
-        self._out_send, self._out_receive = anyio.create_memory_object_stream[tuple[bytes, int]](
-            2 * limits.max_in_flight
-        )
+        self._outbox = Outbox(self._sock, self._release, self._reading.cancel, name)
 
     def stop_reading(self) -> None:
         """Read no more requests; answer those in flight, then close (graceful stop)."""
@@ -96,7 +94,7 @@ class Connection:
         async with self._stream:
             gentle = True
             async with anyio.create_task_group() as tg:
-                tg.start_soon(self._write_lines)
+                tg.start_soon(self._outbox.run)
                 try:
                     async with anyio.create_task_group() as handlers:
                         with self._reading:
@@ -110,7 +108,8 @@ class Connection:
                     gentle = False
                     tg.cancel_scope.cancel()
                 finally:
-                    self._out_send.close()
+                    self._outbox.flush()
+                    self._outbox.close()
             if gentle:
                 await self._close_gently()
 
@@ -120,16 +119,17 @@ class Connection:
         # are done (EOF), and discard what the client still sends, briefly.
         with anyio.move_on_after(LINGER):
             try:
-                await self._stream.send_eof()
+                self._sock.shutdown(socket.SHUT_WR)
                 while True:
-                    await self._stream.receive(READ_SIZE)
-            except (
-                anyio.EndOfStream,
-                anyio.BrokenResourceError,
-                anyio.ClosedResourceError,
-                OSError,
-            ):
+                    await anyio.wait_readable(self._sock)
+                    if not self._sock.recv(READ_SIZE):
+                        return
+            except OSError:
                 pass
+
+    def _release(self, slots: int) -> None:
+        for _ in range(slots):
+            self._slots.release()
 
     async def _read_requests(self, handlers: TaskGroup) -> None:
         try:
@@ -141,7 +141,7 @@ class Connection:
                 else:
                     message = self._decode(line)
                 if message.error is not None:
-                    await self._queue_line(rpc.encode(message.error))
+                    self._outbox.add(rpc.encode(message.error), 0)
                     continue
                 for _ in message.requests:
                     try:
@@ -149,9 +149,10 @@ class Connection:
                     except anyio.WouldBlock:
                         await self._slots.acquire()
                 numbers = [self._order.issue() for _ in message.requests]
-                handlers.start_soon(self._handle, message, numbers)
+                if message.batch or not self._answer_now(message.requests[0], numbers[0]):
+                    handlers.start_soon(self._handle, message, numbers)
         except MessageTooLarge:
-            await self._queue_line(
+            self._outbox.add(
                 rpc.encode(
                     rpc.error_response(
                         INVALID_REQUEST,
@@ -159,20 +160,37 @@ class Connection:
                         f"{self._limits.max_message} bytes; closing the connection",
                         {"reason": "message too large", "limit": self._limits.max_message},
                     )
-                )
+                ),
+                0,
             )
-        except (anyio.BrokenResourceError, anyio.EndOfStream, ConnectionError):
+        except (anyio.EndOfStream, OSError):
             pass
 
+    def _answer_now(self, request: object, number: int) -> bool:
+        """Answer a request that needs no waiting, here and now; say whether it was."""
+        if not self._order.is_next(number):
+            return False  # it must keep its place behind requests still in progress
+        context = RequestContext(self._registry, self._order, number)
+        response = rpc.answer_now(request, self._methods, context)
+        if response is rpc.LATER or context.must_wait:
+            return False
+        self._order.release(number)
+        if response is None:
+            self._slots.release()
+        else:
+            self._outbox.add(self._encode(response), 1)
+        return True
+
     async def _receive(self) -> bytes:
-        # Wait for data on the integer fd first: on Python 3.11, asyncio's
-        # add_reader() with a socket object (what the stream's own wait uses)
-        # builds the socket's repr (getsockname, getpeername) for a KeyError on
-        # every wait. Waiting on the fd took pings on 16 connections from
-        # 8,500/s to 10,200/s.
-        if self._fileno is not None:
-            await anyio.wait_readable(self._fileno)
-        return await self._stream.receive(READ_SIZE)
+        while True:
+            await anyio.wait_readable(self._sock)
+            try:
+                chunk = self._sock.recv(READ_SIZE)
+            except BlockingIOError:
+                continue
+            if not chunk:
+                raise anyio.EndOfStream
+            return chunk
 
     def _decode(self, line: bytes) -> rpc.Message:
         return rpc.decode(line, max_batch=self._limits.max_in_flight)
@@ -226,11 +244,11 @@ class Connection:
             else:
                 response = await self._answer(message.requests[0], numbers[0])
                 line = None if response is None else self._encode(response)
-            if line is not None and await self._queue_line(line, slots):
-                slots = 0  # the writer frees them once the answer is written
+            if line is not None:
+                self._outbox.add(line, slots)
+                slots = 0  # the outbox frees them once the answer is written
         finally:
-            for _ in range(slots):
-                self._slots.release()
+            self._release(slots)
 
     async def _answer(self, request: object, number: int) -> rpc.Response | None:
         context = RequestContext(self._registry, self._order, number)
@@ -253,39 +271,3 @@ class Connection:
                     {"reason": "internal"},
                 )
             )
-
-    async def _queue_line(self, line: bytes, slots: int = 0) -> bool:
-        """Hand a line to the writer, which frees ``slots`` once it is written.
-
-        Answer whether it was queued: if the writer is gone, the client hung
-        up and the line has nowhere to go.
-        """
-        try:
-            try:
-                self._out_send.send_nowait((line, slots))  # no checkpoint on the hot path
-            except anyio.WouldBlock:
-                await self._out_send.send((line, slots))
-        except (anyio.BrokenResourceError, anyio.ClosedResourceError):
-            return False
-        return True
-
-    async def _write_lines(self) -> None:
-        async with self._out_receive:
-            try:
-                async for line, slots in self._out_receive:
-                    parts = [line]
-                    size = len(line)
-                    while size < WRITE_COALESCE:
-                        try:
-                            more, more_slots = self._out_receive.receive_nowait()
-                        except (anyio.WouldBlock, anyio.EndOfStream):
-                            break
-                        parts.append(more)
-                        size += len(more)
-                        slots += more_slots
-                    await self._stream.send(b"".join(parts))
-                    for _ in range(slots):
-                        self._slots.release()
-            except (anyio.BrokenResourceError, anyio.ClosedResourceError, ConnectionError):
-                log.debug("%s: client stopped reading answers", self.name)
-                self._reading.cancel()

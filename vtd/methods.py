@@ -1,7 +1,9 @@
 """Every protocol method, and the one place daemon errors become wire errors.
 
-Each method is a params spec plus a handler. ``rpc_methods()`` wraps them for
-jsonrpcserver: the wrapper checks params, runs the handler, and maps
+Each method is a params spec plus its handlers: a coroutine function, and
+for the methods that can answer without waiting (point reads, ``ping``) a
+plain function too. ``rpc_methods()`` wraps them for jsonrpcserver's two
+dispatchers: the wrapper checks params, runs the handler, and maps
 ``vtd.errors`` exceptions to ``JsonRpcError`` with the protocol's codes and
 data. Anything unexpected is logged in full and answered as -32603 with no
 internals. This module knows nothing of sockets or framing.
@@ -14,6 +16,7 @@ import logging
 import sqlite3
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
+from functools import partial
 from typing import Any, TypeVar
 
 from jsonrpcserver import JsonRpcError, Result, Success
@@ -37,7 +40,9 @@ from vtd.errors import (
 )
 from vtd.ordering import RequestOrder
 from vtd.params import Param
+from vtd.readers import MustWait
 from vtd.registry import Finish, Registry
+from vtd.rpc import MethodTables
 
 log = logging.getLogger(__name__)
 
@@ -51,6 +56,8 @@ class RequestContext:
     registry: Registry
     order: RequestOrder
     number: int
+    must_wait: bool = False
+    """Set when an immediate method found it cannot answer without waiting."""
 
     async def read(self, extension_id: str, query: Callable[[sqlite3.Connection], T]) -> T:
         """Run ``query`` on the extension's reader, after this connection's earlier writes."""
@@ -63,6 +70,18 @@ class RequestContext:
         if earlier_write is not None:
             await earlier_write.settled()
         return await extension.read(query)
+
+    def read_now(self, extension_id: str, query: Callable[[sqlite3.Connection], T]) -> T:
+        """Run ``query`` at once on this thread, or raise ``MustWait``.
+
+        Only for a request whose turn has come: it must still wait if this
+        connection's last write to the extension is not committed yet.
+        """
+        extension = self.registry.get(extension_id)
+        earlier_write = self.order.last_write.get(extension_id)
+        if earlier_write is not None and not earlier_write.done:
+            raise MustWait
+        return extension.read_now(query)
 
     async def write(self, extension_id: str, job: Callable[[sqlite3.Connection], T]) -> T:
         """Queue ``job`` on the extension's writer in read order; wait for its commit."""
@@ -85,14 +104,40 @@ class RequestContext:
 
 
 Handler = Callable[[RequestContext, dict[str, Any]], Awaitable[Any]]
+ImmediateHandler = Callable[[RequestContext, dict[str, Any]], Any]
+Query = Callable[[sqlite3.Connection], Any]
 
 
 @dataclass(frozen=True, slots=True)
 class Method:
-    """A protocol method: the params it takes and the handler that answers it."""
+    """A protocol method: the params it takes and the handlers that answer it.
+
+    ``now`` answers without waiting (or raises ``MustWait``); ``handler``
+    answers from a task. A method has at least one of them; with only
+    ``now``, it never waits.
+    """
 
     params: tuple[Param, ...]
-    handler: Handler
+    handler: Handler | None = None
+    now: ImmediateHandler | None = None
+
+
+def _read(params: tuple[Param, ...], query: Callable[[dict[str, Any]], Query]) -> Method:
+    """A read method, answered from the reader's thread."""
+
+    async def handler(ctx: RequestContext, p: dict[str, Any]) -> Any:
+        return await ctx.read(p["extensionId"], query(p))
+
+    return Method(params, handler)
+
+
+def _point_read(params: tuple[Param, ...], query: Callable[[dict[str, Any]], Query]) -> Method:
+    """A read of one instance or less: answered at once when it need not wait."""
+
+    def now(ctx: RequestContext, p: dict[str, Any]) -> Any:
+        return ctx.read_now(p["extensionId"], query(p))
+
+    return Method(params, _read(params, query).handler, now)
 
 
 EXTENSION = Param("extensionId", params.extension_id)
@@ -114,26 +159,17 @@ async def _deregister(ctx: RequestContext, p: dict[str, Any]) -> Any:
     return {"success": True, "message": f"Extension {extension_id} deregistered successfully"}
 
 
-async def _extensions_list(ctx: RequestContext, p: dict[str, Any]) -> Any:
+def _extensions_list(ctx: RequestContext, p: dict[str, Any]) -> Any:
     return [{"extensionId": extension_id} for extension_id in ctx.registry.ids()]
 
 
-async def _ping(ctx: RequestContext, p: dict[str, Any]) -> Any:
+def _ping(ctx: RequestContext, p: dict[str, Any]) -> Any:
     message = p["message"]
     return {"message": "Pong!" if message is None else f"Pong! {message}"}
 
 
-async def _probe(ctx: RequestContext, p: dict[str, Any]) -> Any:
+def _probe(ctx: RequestContext, p: dict[str, Any]) -> Any:
     return {"ok": True, "version": __version__}
-
-
-async def _characters_list(ctx: RequestContext, p: dict[str, Any]) -> Any:
-    return await ctx.read(p["extensionId"], store.list_characters)
-
-
-async def _characters_get(ctx: RequestContext, p: dict[str, Any]) -> Any:
-    character_id = p["id"]
-    return await ctx.read(p["extensionId"], lambda c: store.get_character(c, character_id))
 
 
 async def _characters_upsert(ctx: RequestContext, p: dict[str, Any]) -> Any:
@@ -147,16 +183,6 @@ async def _characters_delete(ctx: RequestContext, p: dict[str, Any]) -> Any:
     character_id = p["id"]
     await ctx.write(p["extensionId"], lambda c: store.delete_character(c, character_id))
     return {"success": True}
-
-
-async def _instances_list(ctx: RequestContext, p: dict[str, Any]) -> Any:
-    character_id = p["characterId"]
-    return await ctx.read(p["extensionId"], lambda c: store.list_instances(c, character_id))
-
-
-async def _instances_get(ctx: RequestContext, p: dict[str, Any]) -> Any:
-    instance_id = p["id"]
-    return await ctx.read(p["extensionId"], lambda c: store.get_instance(c, instance_id))
 
 
 async def _instances_upsert(ctx: RequestContext, p: dict[str, Any]) -> Any:
@@ -176,17 +202,6 @@ async def _instances_delete_all(ctx: RequestContext, p: dict[str, Any]) -> Any:
     character_id = p["characterId"]
     count = await ctx.write(p["extensionId"], lambda c: store.delete_all_instances(c, character_id))
     return {"success": True, "deletedCount": count}
-
-
-async def _data_get(ctx: RequestContext, p: dict[str, Any]) -> Any:
-    instance_id = p["id"]
-    return await ctx.read(p["extensionId"], lambda c: store.get_data(c, instance_id))
-
-
-async def _data_get_key(ctx: RequestContext, p: dict[str, Any]) -> Any:
-    instance_id, key = p["id"], p["key"]
-    value = await ctx.read(p["extensionId"], lambda c: store.get_data_key(c, instance_id, key))
-    return {key: value}
 
 
 async def _data_set(ctx: RequestContext, p: dict[str, Any]) -> Any:
@@ -227,21 +242,36 @@ async def _data_remove(ctx: RequestContext, p: dict[str, Any]) -> Any:
     return {"success": True, "removedCount": count}
 
 
+def _key_value(conn: sqlite3.Connection, instance_id: str, key: str) -> Any:
+    return {key: store.get_data_key(conn, instance_id, key)}
+
+
 _READS: dict[str, Method] = {
-    "characters.list": Method((EXTENSION,), _characters_list),
-    "characters.get": Method((EXTENSION, ID), _characters_get),
-    "instances.list": Method((EXTENSION, CHARACTER_ID), _instances_list),
-    "instances.get": Method((EXTENSION, ID), _instances_get),
-    "data.get": Method((EXTENSION, ID), _data_get),
-    "data.getKey": Method((EXTENSION, ID, KEY), _data_get_key),
+    "characters.list": _read((EXTENSION,), lambda p: store.list_characters),
+    "characters.get": _read(
+        (EXTENSION, ID), lambda p: partial(store.get_character, character_id=p["id"])
+    ),
+    "instances.list": _read(
+        (EXTENSION, CHARACTER_ID),
+        lambda p: partial(store.list_instances, character_id=p["characterId"]),
+    ),
+    "instances.get": _point_read(
+        (EXTENSION, ID), lambda p: partial(store.get_instance, instance_id=p["id"])
+    ),
+    "data.get": _point_read(
+        (EXTENSION, ID), lambda p: partial(store.get_data, instance_id=p["id"])
+    ),
+    "data.getKey": _point_read(
+        (EXTENSION, ID, KEY), lambda p: partial(_key_value, instance_id=p["id"], key=p["key"])
+    ),
 }
 
 METHODS: dict[str, Method] = {
     "register": Method((EXTENSION,), _register),
     "deregister": Method((EXTENSION,), _deregister),
-    "extensions.list": Method((), _extensions_list),
-    "ping": Method((Param("message", params.text, optional=True),), _ping),
-    "probe": Method((), _probe),
+    "extensions.list": Method((), now=_extensions_list),
+    "ping": Method((Param("message", params.text, optional=True),), now=_ping),
+    "probe": Method((), now=_probe),
     **_READS,
     "characters.upsert": Method((EXTENSION, ID, NAME), _characters_upsert),
     "characters.delete": Method((EXTENSION, ID), _characters_delete),
@@ -300,16 +330,45 @@ def internal_error() -> JsonRpcError:
 
 
 def _rpc(name: str, method: Method) -> Callable[..., Awaitable[Result]]:
+    handler, now = method.handler, method.now
+
     async def call(ctx: RequestContext, /, **raw: Any) -> Result:
         try:
             values = params.check_params(method.params, raw)
-            return Success(await method.handler(ctx, values))
+            if handler is not None:
+                return Success(await handler(ctx, values))
+            assert now is not None, f"method {name} has no handler"
+            return Success(now(ctx, values))
         except VtdDaemonError as exc:
             raise to_rpc_error(exc) from None
         except Exception:
             log.exception("method %s failed", name)
             raise internal_error() from None
 
+    return _with_signature(name, call)
+
+
+def _rpc_now(name: str, now: ImmediateHandler, method: Method) -> Callable[..., Result]:
+    def call(ctx: RequestContext, /, **raw: Any) -> Result:
+        try:
+            values = params.check_params(method.params, raw)
+            return Success(now(ctx, values))
+        except MustWait:
+            ctx.must_wait = True  # the caller answers it from a task instead
+            return Success(None)
+        except VtdDaemonError as exc:
+            raise to_rpc_error(exc) from None
+        except Exception:
+            log.exception("method %s failed", name)
+            raise internal_error() from None
+
+    return _with_signature(name, call)
+
+
+F = TypeVar("F", bound=Callable[..., Any])
+
+
+def _with_signature(name: str, call: F) -> F:
     call.__name__ = name
     # jsonrpcserver checks every call's params against inspect.signature(); a
     # precomputed __signature__ spares it rebuilding one per request.
@@ -317,6 +376,13 @@ def _rpc(name: str, method: Method) -> Callable[..., Awaitable[Result]]:
     return call
 
 
-def rpc_methods() -> dict[str, Callable[..., Awaitable[Result]]]:
-    """The methods dict to hand to jsonrpcserver's dispatcher."""
-    return {name: _rpc(name, method) for name, method in METHODS.items()}
+def rpc_methods() -> MethodTables:
+    """The methods to hand to jsonrpcserver's dispatchers."""
+    return MethodTables(
+        awaited={name: _rpc(name, method) for name, method in METHODS.items()},
+        immediate={
+            name: _rpc_now(name, method.now, method)
+            for name, method in METHODS.items()
+            if method.now is not None
+        },
+    )

@@ -43,6 +43,10 @@ class RequestOrder:
         self._issued += 1
         return number
 
+    def is_next(self, number: int) -> bool:
+        """Whether every request read before ``number`` has been released."""
+        return self._next == number
+
     async def turn(self, number: int) -> None:
         """Wait until every request read before ``number`` has been released."""
         while self._next < number:

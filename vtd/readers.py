@@ -1,11 +1,18 @@
 """The read side of one database, beside its writer.
 
-WAL mode lets a reader run while the writer commits. Each read sees a
-snapshot taken after every commit whose response has already been sent, so
-callers always read their writes (the storage functions that need several
-queries hold one read transaction around them).
-Reads run on the reader's own ``Worker`` thread with one read-only
-connection; reads that queue up run back to back and are answered together.
+WAL mode lets a reader run while the writer commits, and a read never waits
+for a write lock. Each read sees a snapshot taken after every commit whose
+response has already been sent, so callers always read their writes (the
+storage functions that need several queries hold one read transaction
+around them).
+
+There are two ways to read. ``run_now`` runs a small query on the event
+loop's thread, at once: a point read costs tens of microseconds, far less
+than handing it to a thread and back. Its connection never waits for a
+lock; should SQLite ask it to (``SQLITE_BUSY``, rare in WAL mode: recovery
+after a crash), it raises ``MustWait``. ``run`` runs a query on the
+reader's own ``Worker`` thread, for reads that may be large or must wait;
+reads that queue up there run back to back and are answered together.
 """
 
 from __future__ import annotations
@@ -21,20 +28,41 @@ from vtd.worker import Worker
 T = TypeVar("T")
 
 
+class MustWait(Exception):
+    """A read cannot be answered without waiting; answer it from a task instead."""
+
+
 class Reader:
-    """Runs read queries against one database file on a dedicated thread."""
+    """Runs read queries against one database file, at once or on a dedicated thread."""
 
     def __init__(self, name: str, path: Path) -> None:
         self.path = path
         self._worker = Worker(f"reader {name}")
-        self._conn: sqlite3.Connection | None = None
+        self._conn: sqlite3.Connection | None = None  # the worker thread's
+        self._conn_now: sqlite3.Connection | None = None  # the event loop thread's
 
     async def run(self, query: Callable[[sqlite3.Connection], T]) -> T:
-        """Run ``query`` on the read connection and return its result."""
+        """Run ``query`` on the worker's connection and return its result."""
         return await self._worker.run(lambda: self._read(query))
 
+    def run_now(self, query: Callable[[sqlite3.Connection], T]) -> T:
+        """Run ``query`` on this thread, or raise ``MustWait`` if SQLite would have to wait."""
+        if self._conn_now is None:
+            self._conn_now = schema.connect(self.path, read_only=True, busy_timeout_ms=0)
+        try:
+            return query(self._conn_now)
+        except sqlite3.OperationalError as exc:
+            if getattr(exc, "sqlite_errorname", "").startswith("SQLITE_BUSY"):
+                raise MustWait from exc
+            self._close_now()
+            raise
+        except sqlite3.Error:
+            self._close_now()  # a connection that failed may be broken: open afresh next time
+            raise
+
     def close(self) -> None:
-        """Close the connection once the queued reads are done, and end the thread."""
+        """Close the connections once the queued reads are done, and end the thread."""
+        self._close_now()
         self._worker.run_soon(self._close)
         self._worker.stop()
 
@@ -51,3 +79,8 @@ class Reader:
         if self._conn is not None:
             self._conn.close()
             self._conn = None
+
+    def _close_now(self) -> None:
+        if self._conn_now is not None:
+            self._conn_now.close()
+            self._conn_now = None

@@ -28,7 +28,7 @@ from anyio.abc import TaskGroup
 from vtd import schema
 from vtd.actor import ActorClosed, PendingWrite, WriterActor
 from vtd.errors import Busy, NotRegistered, StartupError, StorageUnavailable
-from vtd.readers import Reader
+from vtd.readers import MustWait, Reader
 from vtd.store import utc_now
 
 log = logging.getLogger(__name__)
@@ -72,10 +72,26 @@ class Extension:
         try:
             return await self.reader.run(query)
         except sqlite3.Error as exc:
-            reason = schema.describe_storage_fault(exc)
-            if reason is None:
-                raise
-            raise StorageUnavailable(self.id, reason) from exc
+            fault = self._storage_fault(exc)
+            if fault is None:
+                raise  # not the storage: a bug
+            raise fault from exc
+
+    def read_now(self, query: Callable[[sqlite3.Connection], T]) -> T:
+        """As ``read``, on this thread and at once; ``MustWait`` if that cannot be."""
+        if not self.writer.is_open:
+            raise MustWait  # the file is not open yet, or must be retried
+        try:
+            return self.reader.run_now(query)
+        except sqlite3.Error as exc:
+            fault = self._storage_fault(exc)
+            if fault is None:
+                raise  # not the storage: a bug
+            raise fault from exc
+
+    def _storage_fault(self, exc: sqlite3.Error) -> StorageUnavailable | None:
+        reason = schema.describe_storage_fault(exc)
+        return None if reason is None else StorageUnavailable(self.id, reason)
 
 
 def _create_registry_v1(conn: sqlite3.Connection) -> None:

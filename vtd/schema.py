@@ -56,15 +56,18 @@ class SchemaTooNew(Exception):
     """The file was written by a newer vtd whose schema this one cannot read."""
 
 
-def connect(path: Path, *, read_only: bool = False) -> sqlite3.Connection:
+def connect(
+    path: Path, *, read_only: bool = False, busy_timeout_ms: int = 10_000
+) -> sqlite3.Connection:
     """Open ``path`` with the settings every vtd connection needs.
 
     Connections run in autocommit mode (transactions are explicit) and may be
-    used from any one worker thread at a time.
+    used from any one thread at a time. A connection waits up to
+    ``busy_timeout_ms`` for a lock before it fails with ``SQLITE_BUSY``.
     """
     conn = sqlite3.connect(path, isolation_level=None, check_same_thread=False)
     try:
-        conn.execute("PRAGMA busy_timeout = 10000")
+        conn.execute(f"PRAGMA busy_timeout = {int(busy_timeout_ms)}")
         if read_only:
             conn.execute("PRAGMA query_only = ON")
         else:

@@ -96,7 +96,7 @@ class Server:
         self,
         listener: SocketListener,
         registry: Registry,
-        methods: rpc.Methods,
+        methods: rpc.MethodTables,
         limits: Limits,
         *,
         max_connections: int,
