@@ -1,0 +1,55 @@
+"""The reader's two paths: at once on the event loop, or waiting on its own thread."""
+
+from __future__ import annotations
+
+import sqlite3
+import threading
+from pathlib import Path
+
+import anyio
+import pytest
+
+from vtd.readers import MustWait, Reader
+
+pytestmark = pytest.mark.anyio
+
+
+def _first_x(conn: sqlite3.Connection) -> int:
+    return int(conn.execute("SELECT x FROM t").fetchone()[0])
+
+
+async def test_a_read_at_once_never_waits_for_a_lock_and_a_threaded_read_waits_it_out(
+    tmp_path: Path,
+) -> None:
+    # A rollback-journal file, so that a writer's exclusive lock shuts readers
+    # out (vtd's own files are WAL, where only crash recovery can do that).
+    path = tmp_path / "locked.sqlite3"
+    holder = sqlite3.connect(path, isolation_level=None, check_same_thread=False)
+    holder.execute("CREATE TABLE t (x)")
+    holder.execute("INSERT INTO t VALUES (1)")
+    reader = Reader("test", path)
+    try:
+        assert reader.run_now(_first_x) == 1
+        holder.execute("BEGIN EXCLUSIVE")
+        holder.execute("UPDATE t SET x = 2")
+        with pytest.raises(MustWait):
+            reader.run_now(_first_x)
+        assert reader.run_now(lambda conn: 0) == 0  # the connection is still usable
+
+        asked = threading.Event()
+
+        def read_then_ask(conn: sqlite3.Connection) -> int:
+            asked.set()  # the threaded read has begun: now free the lock
+            return _first_x(conn)
+
+        async def release_when_asked() -> None:
+            await anyio.to_thread.run_sync(asked.wait)
+            await anyio.to_thread.run_sync(holder.execute, "COMMIT")
+
+        async with anyio.create_task_group() as tg:
+            tg.start_soon(release_when_asked)
+            with anyio.fail_after(10):
+                assert await reader.run(read_then_ask) == 2
+    finally:
+        reader.close()
+        holder.close()
