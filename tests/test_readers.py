@@ -9,7 +9,8 @@ from pathlib import Path
 import anyio
 import pytest
 
-from vtd.readers import MustWait, Reader
+from vtd.errors import MustWait
+from vtd.readers import Reader
 
 pytestmark = pytest.mark.anyio
 

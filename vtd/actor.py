@@ -40,15 +40,20 @@ class ActorClosed(Exception):
 
 
 class PendingWrite(Generic[T]):
-    """One submitted job; ``result()`` waits for its commit and answers its outcome."""
+    """One submitted job; ``result()`` waits for its commit and answers its outcome.
 
-    __slots__ = ("_done", "_error", "_value", "job")
+    Instead of a task waiting on ``result()``, a callback may be told when the
+    job is done (``add_done_callback``), then read ``outcome()``.
+    """
+
+    __slots__ = ("_callbacks", "_done", "_error", "_value", "job")
 
     def __init__(self, job: Job[T]) -> None:
         self.job: Job[T] | None = job
         self._done = anyio.Event()
         self._value: Any = None
         self._error: BaseException | None = None
+        self._callbacks: list[Callable[[], None]] = []
 
     def _settle(self, value: Any, error: BaseException | None) -> None:
         self._value, self._error = value, error
@@ -58,6 +63,26 @@ class PendingWrite(Generic[T]):
         # connection remembers its last write to each extension.
         self.job = None
         self._done.set()
+        for callback in self._callbacks:
+            try:
+                callback()
+            except Exception:
+                log.exception("a callback of a finished write failed")
+        self._callbacks.clear()
+
+    def add_done_callback(self, callback: Callable[[], None]) -> None:
+        """Call ``callback()`` on the event loop's thread once the job is done."""
+        if self.done:
+            callback()
+        else:
+            self._callbacks.append(callback)
+
+    def outcome(self) -> T:
+        """The outcome of a job that is done: its value, or its exception raised."""
+        assert self.done, "outcome() of a write that is not done"
+        if self._error is not None:
+            raise self._error
+        return self._value  # type: ignore[no-any-return]
 
     @property
     def done(self) -> bool:
@@ -71,9 +96,7 @@ class PendingWrite(Generic[T]):
     async def result(self) -> T:
         """The job's return value once durably committed, or its exception."""
         await self._done.wait()
-        if self._error is not None:
-            raise self._error
-        return self._value  # type: ignore[no-any-return]
+        return self.outcome()
 
 
 class WriterActor:
@@ -119,6 +142,15 @@ class WriterActor:
                 self._send.send_nowait(pending)  # no checkpoint on the hot path
             except anyio.WouldBlock:
                 await self._send.send(pending)
+        except (anyio.ClosedResourceError, anyio.BrokenResourceError):
+            raise ActorClosed(self.name) from None
+        return pending
+
+    def submit_nowait(self, job: Job[T]) -> PendingWrite[T]:
+        """As ``submit``; raise ``anyio.WouldBlock`` if the queue is full."""
+        pending = PendingWrite(job)
+        try:
+            self._send.send_nowait(pending)
         except (anyio.ClosedResourceError, anyio.BrokenResourceError):
             raise ActorClosed(self.name) from None
         return pending

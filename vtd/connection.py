@@ -1,10 +1,12 @@
 """One client connection: newline framing, concurrency, backpressure.
 
-The reader splits the byte stream into lines. A request that can be
-answered without waiting (a point read whose turn has come, a ping) is
-answered right there, on the reader's own time; any other request gets a
-task of its own, so pipelined requests run concurrently and answers go back
-as they finish. Answers leave through the connection's ``Outbox``, which
+The reader splits the byte stream into lines. A request whose turn has
+come is handled right there, on the reader's own time: a point read or a
+ping is answered at once; a write is handed to its extension's writer, and
+answered by a callback when it commits. Any other request (a batch, a
+listing, a read behind an uncommitted write, a registration) gets a task
+of its own. Either way pipelined requests run concurrently, and answers go
+back as they finish. Answers leave through the connection's ``Outbox``, which
 sends those that are ready together.
 
 Every request holds one of ``max_in_flight`` slots until its answer is
@@ -25,9 +27,10 @@ from anyio.abc import SocketAttribute, SocketStream, TaskGroup
 
 from vtd import rpc
 from vtd.codes import INTERNAL_ERROR, INVALID_REQUEST
-from vtd.methods import RequestContext
+from vtd.methods import Deferred, RequestContext
 from vtd.ordering import RequestOrder
 from vtd.outbox import Outbox
+from vtd.readable import Readable
 from vtd.registry import Registry
 
 log = logging.getLogger(__name__)
@@ -84,6 +87,9 @@ class Connection:
         self._slots = anyio.Semaphore(limits.max_in_flight)
         self._reading = anyio.CancelScope()
         self._outbox = Outbox(self._sock, self._release, self._reading.cancel, name)
+        self._readable = Readable(self._sock)
+        self._deferred = 0  # writes handed on whose answers have not come yet
+        self._deferred_done: anyio.Event | None = None
 
     def stop_reading(self) -> None:
         """Read no more requests; answer those in flight, then close (graceful stop)."""
@@ -98,7 +104,11 @@ class Connection:
                 try:
                     async with anyio.create_task_group() as handlers:
                         with self._reading:
-                            await self._read_requests(handlers)
+                            try:
+                                await self._read_requests(handlers)
+                            finally:
+                                self._readable.close()
+                        await self._deferred_answers()
                 except* LineTimeout:
                     log.info(
                         "%s: message not finished within %ss; closing",
@@ -175,15 +185,35 @@ class Connection:
         if response is rpc.LATER or context.must_wait:
             return False
         self._order.release(number)
-        if response is None:
+        deferred = context.deferred
+        if deferred is not None:
+            self._deferred += 1
+            deferred.pending.add_done_callback(lambda: self._answer_deferred(request, deferred))
+        elif response is None:
             self._slots.release()
         else:
             self._outbox.add(self._encode(response), 1)
         return True
 
+    def _answer_deferred(self, request: object, deferred: Deferred) -> None:
+        self._deferred -= 1
+        if not self._deferred and self._deferred_done is not None:
+            self._deferred_done.set()
+        response = rpc.complete(request, deferred.result())
+        if response is None:
+            self._slots.release()
+        else:
+            self._outbox.add(self._encode(response), 1)
+
+    async def _deferred_answers(self) -> None:
+        """Wait until every write handed on has been answered."""
+        if self._deferred:
+            self._deferred_done = anyio.Event()
+            await self._deferred_done.wait()
+
     async def _receive(self) -> bytes:
         while True:
-            await anyio.wait_readable(self._sock)
+            await self._readable.wait()
             try:
                 chunk = self._sock.recv(READ_SIZE)
             except BlockingIOError:

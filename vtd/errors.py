@@ -3,6 +3,7 @@
 These errors describe what went wrong in the daemon's terms. The storage
 layer and the registry raise them; ``vtd.methods`` turns each into a JSON-RPC
 error at exactly one boundary, so no other module knows wire codes.
+``MustWait`` stands apart: no client ever sees it.
 """
 
 from __future__ import annotations
@@ -62,3 +63,12 @@ class StorageUnavailable(VtdDaemonError):
 
 class StartupError(VtdDaemonError):
     """The daemon cannot start; the message is the one line shown to the operator."""
+
+
+class MustWait(Exception):
+    """A request cannot be answered without waiting; answer it from a task instead.
+
+    Raised where a request is handled at once on the event loop's thread (a
+    point read, a write handed to its writer) and would have to wait: for an
+    earlier write, a lock, a file not yet open, or room in a writer's queue.
+    """

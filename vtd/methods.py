@@ -19,9 +19,10 @@ from dataclasses import dataclass
 from functools import partial
 from typing import Any, TypeVar
 
-from jsonrpcserver import JsonRpcError, Result, Success
+from jsonrpcserver import Error, JsonRpcError, Result, Success
 
 from vtd import __version__, params, store
+from vtd.actor import PendingWrite
 from vtd.codes import (
     BUSY,
     INTERNAL_ERROR,
@@ -33,6 +34,7 @@ from vtd.codes import (
 from vtd.errors import (
     Busy,
     InvalidParam,
+    MustWait,
     NotFound,
     NotRegistered,
     StorageUnavailable,
@@ -40,13 +42,32 @@ from vtd.errors import (
 )
 from vtd.ordering import RequestOrder
 from vtd.params import Param
-from vtd.readers import MustWait
 from vtd.registry import Finish, Registry
 from vtd.rpc import MethodTables
 
 log = logging.getLogger(__name__)
 
 T = TypeVar("T")
+
+
+@dataclass(frozen=True, slots=True)
+class Deferred:
+    """The answer to a write handed to its writer at once: it comes when the write commits."""
+
+    pending: PendingWrite[Any]
+    answer: Callable[[Any], Any]
+    """The method's result, from the job's value."""
+
+    def result(self) -> Result:
+        """The jsonrpcserver result, once ``pending`` is done."""
+        try:
+            return Success(self.answer(self.pending.outcome()))
+        except VtdDaemonError as exc:
+            error = to_rpc_error(exc)
+        except Exception:
+            log.exception("a write failed")
+            error = internal_error()
+        return Error(error.code, error.message, error.data)
 
 
 @dataclass(slots=True)
@@ -58,6 +79,8 @@ class RequestContext:
     number: int
     must_wait: bool = False
     """Set when an immediate method found it cannot answer without waiting."""
+    deferred: Deferred | None = None
+    """Set when an immediate method's answer comes later, when its write commits."""
 
     async def read(self, extension_id: str, query: Callable[[sqlite3.Connection], T]) -> T:
         """Run ``query`` on the extension's reader, after this connection's earlier writes."""
@@ -93,6 +116,17 @@ class RequestContext:
             self.order.release(self.number)
         return await pending.result()
 
+    def write_now(
+        self, extension_id: str, job: Callable[[sqlite3.Connection], T]
+    ) -> PendingWrite[T]:
+        """Hand ``job`` to the extension's writer at once, or raise ``MustWait``.
+
+        Only for a request whose turn has come.
+        """
+        pending = self.registry.get(extension_id).submit_now(job)
+        self.order.last_write[extension_id] = pending
+        return pending
+
     async def change_registration(self, change: Callable[[], Awaitable[Finish]]) -> None:
         """Apply a register or deregister in read order; wait until it is durable."""
         await self.order.turn(self.number)
@@ -112,9 +146,9 @@ Query = Callable[[sqlite3.Connection], Any]
 class Method:
     """A protocol method: the params it takes and the handlers that answer it.
 
-    ``now`` answers without waiting (or raises ``MustWait``); ``handler``
-    answers from a task. A method has at least one of them; with only
-    ``now``, it never waits.
+    ``now`` answers without waiting (or raises ``MustWait``, or leaves a
+    ``Deferred`` answer in the context); ``handler`` answers from a task. A
+    method has at least one of them; with only ``now``, it never waits.
     """
 
     params: tuple[Param, ...]
@@ -138,6 +172,30 @@ def _point_read(params: tuple[Param, ...], query: Callable[[dict[str, Any]], Que
         return ctx.read_now(p["extensionId"], query(p))
 
     return Method(params, _read(params, query).handler, now)
+
+
+def _write(
+    params: tuple[Param, ...],
+    job: Callable[[dict[str, Any]], Query],
+    answer: Callable[[dict[str, Any], Any], Any],
+) -> Method:
+    """A write method: ``job(p)`` runs in the writer; ``answer(p, its value)`` is the result.
+
+    At once, the job is handed to the writer and the answer deferred until
+    it commits; from a task, the task waits for the commit.
+    """
+
+    async def handler(ctx: RequestContext, p: dict[str, Any]) -> Any:
+        return answer(p, await ctx.write(p["extensionId"], job(p)))
+
+    def now(ctx: RequestContext, p: dict[str, Any]) -> Any:
+        ctx.deferred = Deferred(ctx.write_now(p["extensionId"], job(p)), partial(answer, p))
+
+    return Method(params, handler, now)
+
+
+def _success(p: dict[str, Any], value: Any) -> Any:
+    return {"success": True}
 
 
 EXTENSION = Param("extensionId", params.extension_id)
@@ -172,76 +230,6 @@ def _probe(ctx: RequestContext, p: dict[str, Any]) -> Any:
     return {"ok": True, "version": __version__}
 
 
-async def _characters_upsert(ctx: RequestContext, p: dict[str, Any]) -> Any:
-    character_id, name = p["id"], p["name"]
-    return await ctx.write(
-        p["extensionId"], lambda c: store.upsert_character(c, character_id, name)
-    )
-
-
-async def _characters_delete(ctx: RequestContext, p: dict[str, Any]) -> Any:
-    character_id = p["id"]
-    await ctx.write(p["extensionId"], lambda c: store.delete_character(c, character_id))
-    return {"success": True}
-
-
-async def _instances_upsert(ctx: RequestContext, p: dict[str, Any]) -> Any:
-    instance_id, character_id, name = p["id"], p["characterId"], p["name"]
-    return await ctx.write(
-        p["extensionId"], lambda c: store.upsert_instance(c, instance_id, character_id, name)
-    )
-
-
-async def _instances_delete(ctx: RequestContext, p: dict[str, Any]) -> Any:
-    instance_id = p["id"]
-    await ctx.write(p["extensionId"], lambda c: store.delete_instance(c, instance_id))
-    return {"success": True}
-
-
-async def _instances_delete_all(ctx: RequestContext, p: dict[str, Any]) -> Any:
-    character_id = p["characterId"]
-    count = await ctx.write(p["extensionId"], lambda c: store.delete_all_instances(c, character_id))
-    return {"success": True, "deletedCount": count}
-
-
-async def _data_set(ctx: RequestContext, p: dict[str, Any]) -> Any:
-    instance_id, key, value = p["id"], p["key"], p["value"]
-    await ctx.write(p["extensionId"], lambda c: store.set_data_key(c, instance_id, key, value))
-    return {"success": True, "key": key, "value": value}
-
-
-async def _data_delete_key(ctx: RequestContext, p: dict[str, Any]) -> Any:
-    instance_id, key = p["id"], p["key"]
-    await ctx.write(p["extensionId"], lambda c: store.delete_data_key(c, instance_id, key))
-    return {"success": True}
-
-
-async def _data_clear(ctx: RequestContext, p: dict[str, Any]) -> Any:
-    instance_id = p["id"]
-    cleared = await ctx.write(p["extensionId"], lambda c: store.clear_data(c, instance_id))
-    return {"success": cleared}
-
-
-async def _data_override(ctx: RequestContext, p: dict[str, Any]) -> Any:
-    instance_id, values = p["id"], p["data"]
-    await ctx.write(p["extensionId"], lambda c: store.override_data(c, instance_id, values))
-    return {"success": True, "message": "Instance data overridden successfully"}
-
-
-async def _data_merge(ctx: RequestContext, p: dict[str, Any]) -> Any:
-    instance_id, values = p["id"], p["data"]
-    await ctx.write(p["extensionId"], lambda c: store.merge_data(c, instance_id, values))
-    return {"success": True, "message": "Instance data merged successfully"}
-
-
-async def _data_remove(ctx: RequestContext, p: dict[str, Any]) -> Any:
-    instance_id, keys = p["id"], p["keys"]
-    count = await ctx.write(
-        p["extensionId"], lambda c: store.remove_data_keys(c, instance_id, keys)
-    )
-    return {"success": True, "removedCount": count}
-
-
 def _key_value(conn: sqlite3.Connection, instance_id: str, key: str) -> Any:
     return {key: store.get_data_key(conn, instance_id, key)}
 
@@ -266,6 +254,65 @@ _READS: dict[str, Method] = {
     ),
 }
 
+_WRITES: dict[str, Method] = {
+    "characters.upsert": _write(
+        (EXTENSION, ID, NAME),
+        lambda p: partial(store.upsert_character, character_id=p["id"], name=p["name"]),
+        lambda p, character: character,
+    ),
+    "characters.delete": _write(
+        (EXTENSION, ID), lambda p: partial(store.delete_character, character_id=p["id"]), _success
+    ),
+    "instances.upsert": _write(
+        (EXTENSION, ID, CHARACTER_ID, NAME),
+        lambda p: partial(
+            store.upsert_instance,
+            instance_id=p["id"],
+            character_id=p["characterId"],
+            name=p["name"],
+        ),
+        lambda p, instance: instance,
+    ),
+    "instances.delete": _write(
+        (EXTENSION, ID), lambda p: partial(store.delete_instance, instance_id=p["id"]), _success
+    ),
+    "instances.deleteAll": _write(
+        (EXTENSION, CHARACTER_ID),
+        lambda p: partial(store.delete_all_instances, character_id=p["characterId"]),
+        lambda p, count: {"success": True, "deletedCount": count},
+    ),
+    "data.set": _write(
+        (EXTENSION, ID, KEY, Param("value", params.value)),
+        lambda p: partial(store.set_data_key, instance_id=p["id"], key=p["key"], value=p["value"]),
+        lambda p, _: {"success": True, "key": p["key"], "value": p["value"]},
+    ),
+    "data.deleteKey": _write(
+        (EXTENSION, ID, KEY),
+        lambda p: partial(store.delete_data_key, instance_id=p["id"], key=p["key"]),
+        _success,
+    ),
+    "data.clear": _write(
+        (EXTENSION, ID),
+        lambda p: partial(store.clear_data, instance_id=p["id"]),
+        lambda p, cleared: {"success": cleared},
+    ),
+    "data.override": _write(
+        (EXTENSION, ID, Param("data", params.data_object)),
+        lambda p: partial(store.override_data, instance_id=p["id"], values=p["data"]),
+        lambda p, _: {"success": True, "message": "Instance data overridden successfully"},
+    ),
+    "data.merge": _write(
+        (EXTENSION, ID, Param("data", params.data_object)),
+        lambda p: partial(store.merge_data, instance_id=p["id"], values=p["data"]),
+        lambda p, _: {"success": True, "message": "Instance data merged successfully"},
+    ),
+    "data.remove": _write(
+        (EXTENSION, ID, Param("keys", params.key_list)),
+        lambda p: partial(store.remove_data_keys, instance_id=p["id"], keys=p["keys"]),
+        lambda p, count: {"success": True, "removedCount": count},
+    ),
+}
+
 METHODS: dict[str, Method] = {
     "register": Method((EXTENSION,), _register),
     "deregister": Method((EXTENSION,), _deregister),
@@ -273,17 +320,7 @@ METHODS: dict[str, Method] = {
     "ping": Method((Param("message", params.text, optional=True),), now=_ping),
     "probe": Method((), now=_probe),
     **_READS,
-    "characters.upsert": Method((EXTENSION, ID, NAME), _characters_upsert),
-    "characters.delete": Method((EXTENSION, ID), _characters_delete),
-    "instances.upsert": Method((EXTENSION, ID, CHARACTER_ID, NAME), _instances_upsert),
-    "instances.delete": Method((EXTENSION, ID), _instances_delete),
-    "instances.deleteAll": Method((EXTENSION, CHARACTER_ID), _instances_delete_all),
-    "data.set": Method((EXTENSION, ID, KEY, Param("value", params.value)), _data_set),
-    "data.deleteKey": Method((EXTENSION, ID, KEY), _data_delete_key),
-    "data.clear": Method((EXTENSION, ID), _data_clear),
-    "data.override": Method((EXTENSION, ID, Param("data", params.data_object)), _data_override),
-    "data.merge": Method((EXTENSION, ID, Param("data", params.data_object)), _data_merge),
-    "data.remove": Method((EXTENSION, ID, Param("keys", params.key_list)), _data_remove),
+    **_WRITES,
     **{f"cross.{name}": method for name, method in _READS.items()},
 }
 """The protocol's methods by wire name; ``cross.*`` are the read methods again."""

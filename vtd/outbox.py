@@ -51,12 +51,13 @@ class Outbox:
         self._draining = False  # the writer waits for the socket: leave sending to it
         self._broken = False
         self._closing = False
+        self._finished = False
         self._wake = anyio.Event()
 
     def add(self, line: bytes, slots: int) -> None:
         """Send ``line`` soon, with the others added now; it frees ``slots`` once sent."""
-        if self._broken:
-            self._release(slots)  # nobody will read it: the client is gone
+        if self._broken or self._finished:
+            self._release(slots)  # nobody will send it: the client or the connection is gone
             return
         self._queue.append((line, slots))
         if not self._flush_scheduled:
@@ -80,16 +81,19 @@ class Outbox:
 
     async def run(self) -> None:
         """The writer task: send queued lines as the socket drains, until closed."""
-        while True:
-            await self._wake.wait()
-            self._wake = anyio.Event()
-            self.flush()
-            while self._queue and not self._broken:
-                await anyio.wait_writable(self._sock)
-                self._send_some()
-            self._draining = False
-            if self._closing and not self._queue:
-                return
+        try:
+            while True:
+                await self._wake.wait()
+                self._wake = anyio.Event()
+                self.flush()
+                while self._queue and not self._broken:
+                    await anyio.wait_writable(self._sock)
+                    self._send_some()
+                self._draining = False
+                if self._closing and not self._queue:
+                    return
+        finally:
+            self._finished = True
 
     def _send_some(self) -> None:
         queue = self._queue

@@ -23,13 +23,10 @@ from pathlib import Path
 from typing import TypeVar
 
 from vtd import schema
+from vtd.errors import MustWait
 from vtd.worker import Worker
 
 T = TypeVar("T")
-
-
-class MustWait(Exception):
-    """A read cannot be answered without waiting; answer it from a task instead."""
 
 
 class Reader:

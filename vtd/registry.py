@@ -27,8 +27,8 @@ from anyio.abc import TaskGroup
 
 from vtd import schema
 from vtd.actor import ActorClosed, PendingWrite, WriterActor
-from vtd.errors import Busy, NotRegistered, StartupError, StorageUnavailable
-from vtd.readers import MustWait, Reader
+from vtd.errors import Busy, MustWait, NotRegistered, StartupError, StorageUnavailable
+from vtd.readers import Reader
 from vtd.store import utc_now
 
 log = logging.getLogger(__name__)
@@ -57,6 +57,15 @@ class Extension:
         """Queue a write job in this extension's order; await ``result()`` for its outcome."""
         try:
             return await self.writer.submit(job)
+        except ActorClosed:
+            raise NotRegistered(self.id) from None
+
+    def submit_now(self, job: Callable[[sqlite3.Connection], T]) -> PendingWrite[T]:
+        """As ``submit``, at once; ``MustWait`` if the writer's queue is full."""
+        try:
+            return self.writer.submit_nowait(job)
+        except anyio.WouldBlock:
+            raise MustWait from None
         except ActorClosed:
             raise NotRegistered(self.id) from None
 

@@ -193,6 +193,11 @@ def answer_now(request: Any, methods: MethodTables, context: Any) -> Response | 
     return _response(request, parsed, result)
 
 
+def complete(request: Any, result: Result) -> Response | None:
+    """The response to a request whose immediate method answered later, with ``result``."""
+    return _response(request, create_request(request), result)
+
+
 def _response(request: Any, parsed: Any, result: Result) -> Response | None:
     if parsed.id is NOID:
         return None
