@@ -99,6 +99,11 @@ class PendingWrite(Generic[T]):
         return self.outcome()
 
 
+def _finish_all(batch: list[PendingWrite[Any]]) -> None:
+    for pending in batch:
+        pending._finish()
+
+
 class WriterActor:
     """Applies jobs to one database file, in order, with group commit.
 
@@ -179,11 +184,12 @@ class WriterActor:
                     self.busy_since = anyio.current_time()
                     try:
                         with anyio.CancelScope(shield=True):
-                            await worker.run(partial(self._apply, batch))
+                            await worker.run(
+                                partial(self._apply, batch), then=partial(_finish_all, batch)
+                            )
                     finally:
                         self.busy_since = None
-                        for pending in batch:
-                            pending._finish()
+                        _finish_all(batch)  # if the worker could not
         finally:
             self.opened.set()
             with anyio.CancelScope(shield=True):

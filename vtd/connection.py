@@ -197,13 +197,18 @@ class Connection:
 
     def _answer_deferred(self, request: object, deferred: Deferred) -> None:
         self._deferred -= 1
-        if not self._deferred and self._deferred_done is not None:
-            self._deferred_done.set()
         response = rpc.complete(request, deferred.result())
         if response is None:
             self._slots.release()
         else:
             self._outbox.add(self._encode(response), 1)
+        if not self._deferred:
+            # The last write this connection waits for: send its answers now,
+            # with the others of the same commit, rather than after the next
+            # pass of the event loop.
+            self._outbox.flush()
+            if self._deferred_done is not None:
+                self._deferred_done.set()
 
     async def _deferred_answers(self) -> None:
         """Wait until every write handed on has been answered."""
@@ -212,6 +217,7 @@ class Connection:
             await self._deferred_done.wait()
 
     async def _receive(self) -> bytes:
+        self._outbox.flush()  # the answers ready so far leave before the reader waits
         while True:
             await self._readable.wait()
             try:

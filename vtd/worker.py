@@ -15,14 +15,18 @@ waiter from another thread.
 from __future__ import annotations
 
 import asyncio
+import logging
 import queue
 import threading
 from collections.abc import Callable
 from typing import Any, TypeVar
 
+log = logging.getLogger(__name__)
+
 T = TypeVar("T")
 
-_Job = tuple[Callable[[], Any], "asyncio.Future[Any]"]
+_Then = Callable[[], None] | None
+_Job = tuple[Callable[[], Any], "asyncio.Future[Any]", _Then]
 _STOP = None
 
 
@@ -35,14 +39,19 @@ class Worker:
         self._thread = threading.Thread(target=self._serve, name=name, daemon=True)
         self._thread.start()
 
-    async def run(self, function: Callable[[], T]) -> T:
+    async def run(self, function: Callable[[], T], then: _Then = None) -> T:
         """Run ``function`` on the worker thread and return its result (or raise).
+
+        ``then``, if given, is called on the event loop's thread in the very
+        pass of the loop that learns ``function`` has returned, before the
+        caller resumes: work that must follow at once (answering the callers
+        of a commit) need not wait for the caller's turn in the next pass.
 
         If the caller is cancelled, the function still runs to its end (like
         ``anyio.to_thread``); only its result is dropped.
         """
         future: asyncio.Future[T] = self._loop.create_future()
-        self._jobs.put((function, future))
+        self._jobs.put((function, future, then))
         return await future
 
     def run_soon(self, function: Callable[[], object]) -> None:
@@ -50,7 +59,7 @@ class Worker:
         future: asyncio.Future[object] = self._loop.create_future()
         # Fetch the outcome so asyncio never reports an error nobody retrieved.
         future.add_done_callback(lambda done: done.cancelled() or done.exception())
-        self._jobs.put((function, future))
+        self._jobs.put((function, future, None))
 
     def stop(self) -> None:
         """Finish the queued jobs, then end the thread."""
@@ -59,14 +68,14 @@ class Worker:
     def _serve(self) -> None:
         while True:
             job = self._jobs.get()
-            finished: list[tuple[asyncio.Future[Any], Any, BaseException | None]] = []
+            finished: list[_Finished] = []
             stopping = False
             while job is not _STOP:
-                function, future = job
+                function, future, then = job
                 try:
-                    finished.append((future, function(), None))
+                    finished.append((future, function(), None, then))
                 except BaseException as exc:  # delivered to the caller, who decides
-                    finished.append((future, None, exc))
+                    finished.append((future, None, exc, then))
                 try:
                     job = self._jobs.get_nowait()
                 except queue.Empty:
@@ -82,8 +91,16 @@ class Worker:
                 return
 
 
-def _deliver(finished: list[tuple[asyncio.Future[Any], Any, BaseException | None]]) -> None:
-    for future, value, error in finished:
+_Finished = tuple["asyncio.Future[Any]", Any, BaseException | None, _Then]
+
+
+def _deliver(finished: list[_Finished]) -> None:
+    for future, value, error, then in finished:
+        if then is not None:
+            try:
+                then()
+            except Exception:
+                log.exception("a worker's follow-up failed")
         if future.cancelled():
             continue
         if error is not None:
