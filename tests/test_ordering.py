@@ -123,3 +123,31 @@ async def test_a_read_in_a_batch_sees_the_writes_before_it(client: Wire, ext: st
         ]
     )
     assert {r["id"]: r for r in replies}[2]["result"] == {"b": "x"}
+
+
+async def test_more_pipelined_writes_than_a_writer_queues_keep_each_connections_order(
+    vtd, ext: str
+) -> None:
+    # 12 connections x 128 in flight is more than a writer's queue holds (1,024):
+    # the writes that find it full wait in tasks, and still keep their places.
+    connections, per_connection = 12, 128
+
+    async def pipeline(n: int) -> None:
+        async with await vtd.connect() as wire:
+            messages: list[object] = [
+                request("data.set", {"extensionId": ext, "id": "i1", "key": f"k{n}", "value": v}, v)
+                for v in range(per_connection)
+            ]
+            messages.append(
+                request("data.getKey", {"extensionId": ext, "id": "i1", "key": f"k{n}"}, "read")
+            )
+            replies = {r["id"]: r for r in await _pipeline(wire, messages)}
+            assert all("result" in replies[v] for v in range(per_connection)), replies
+            assert replies["read"]["result"] == {f"k{n}": per_connection - 1}
+
+    async with anyio.create_task_group() as tg:
+        for n in range(connections):
+            tg.start_soon(pipeline, n)
+    async with await vtd.connect() as wire:
+        stored = await wire.call("data.get", extensionId=ext, id="i1")
+    assert stored == {f"k{n}": per_connection - 1 for n in range(connections)}
