@@ -77,7 +77,7 @@ class Connection:
         self.name = name
         self._stream = stream
         # The socket itself, non-blocking: reads and sends go straight to it,
-        # with anyio waiting for readiness (the stream would add a checkpoint,
+        # waiting only when it is not ready (the stream would add a checkpoint,
         # a full trip through the event loop, to every receive and send).
         self._sock: socket.socket = stream.extra(SocketAttribute.raw_socket)
         self._registry = registry
