@@ -34,6 +34,9 @@ fuzz_settings = settings(
     deadline=None,
     suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow],
 )
+# The polite client's own extension: longer than any id the fuzzer makes, so
+# a fuzzed deregister can never take it away.
+POLITE = "polite-client"
 PARAM_NAMES = sorted({p.name for m in METHODS.values() for p in m.params} | {"extra", ""})
 
 
@@ -60,7 +63,7 @@ class Session:
                 call_sync(
                     path,
                     "data.set",
-                    extensionId="fuzz",
+                    extensionId=POLITE,
                     id="i1",
                     key="polite",
                     value=self.polite_calls,
@@ -164,6 +167,7 @@ def session() -> Iterator[Session]:
     with DaemonProcess(directory / "vtd.sock", directory / "data") as daemon:
         path = daemon.socket_path
         seed(path, "fuzz", character="c1", instance="i1")
+        seed(path, POLITE, character="c1", instance="i1")
         fuzz_session = Session(daemon)
         yield fuzz_session
         fuzz_session.close()

@@ -7,6 +7,12 @@ event loop never waits on the disk. Jobs that queue up while a commit is in prog
 are applied together in one transaction and made durable by one fsync
 (group commit); each job runs under its own savepoint, so one caller's
 failure never undoes or fails another's.
+
+Given a ``checkpoint`` function, the actor never checkpoints the WAL in its
+own commits (a checkpoint copies pages into the database file and fsyncs
+it: tens of milliseconds that every write queued behind it would wait).
+It calls ``checkpoint`` instead, to have it done beside the writer, once
+enough rows have changed since the last time.
 """
 
 from __future__ import annotations
@@ -33,6 +39,8 @@ Job = Callable[[sqlite3.Connection], T]
 
 MAX_BATCH = 512
 QUEUE_SIZE = 1024
+CHECKPOINT_CHANGES = 1000
+"""Rows changed between two checkpoints (SQLite's own default is 1,000 WAL pages)."""
 
 
 class ActorClosed(Exception):
@@ -110,7 +118,9 @@ class WriterActor:
     ``opened`` is set once the first attempt to open the file is over;
     ``fault`` then says why the database is unusable, or is ``None``. A failed
     open is retried before each later batch, so a fault that goes away (a full
-    disk that gets space) heals without a restart.
+    disk that gets space) heals without a restart. ``checkpoint``, if given,
+    is called on the event loop's thread to ask for a WAL checkpoint done
+    elsewhere; it must not wait.
     """
 
     def __init__(
@@ -120,6 +130,7 @@ class WriterActor:
         migrate: Callable[[sqlite3.Connection], None],
         *,
         after: anyio.Event | None = None,
+        checkpoint: Callable[[], None] | None = None,
     ) -> None:
         self.name = name
         self.path = path
@@ -129,6 +140,8 @@ class WriterActor:
         self.busy_since: float | None = None
         self._migrate = migrate
         self._after = after
+        self._checkpoint = checkpoint
+        self._changes_at_checkpoint = 0
         self._conn: sqlite3.Connection | None = None
         self._send: MemoryObjectSendStream[PendingWrite[Any]]
         self._receive: MemoryObjectReceiveStream[PendingWrite[Any]]
@@ -190,6 +203,7 @@ class WriterActor:
                     finally:
                         self.busy_since = None
                         _finish_all(batch)  # if the worker could not
+                    self._checkpoint_if_due()
         finally:
             self.opened.set()
             with anyio.CancelScope(shield=True):
@@ -197,12 +211,23 @@ class WriterActor:
             worker.stop()
             self.stopped.set()
 
+    def _checkpoint_if_due(self) -> None:
+        # The worker is idle between batches: the connection may be read here.
+        if self._checkpoint is None or self._conn is None:
+            return
+        changes = self._conn.total_changes
+        if changes - self._changes_at_checkpoint >= CHECKPOINT_CHANGES:
+            self._changes_at_checkpoint = changes
+            self._checkpoint()
+
     # The methods below run in a worker thread, one at a time.
 
     def _try_open(self) -> None:
         try:
             conn = schema.connect(self.path)
             try:
+                if self._checkpoint is not None:
+                    conn.execute("PRAGMA wal_autocheckpoint = 0")
                 self._migrate(conn)
             except BaseException:
                 conn.close()
@@ -211,6 +236,7 @@ class WriterActor:
             self._record_fault(exc)
         else:
             self._conn = conn
+            self._changes_at_checkpoint = 0
             if self.fault is not None:
                 log.info("%s: storage is usable again (%s)", self.name, self.path)
             self.fault = None

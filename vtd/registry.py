@@ -50,8 +50,10 @@ class Extension:
     def __init__(self, extension_id: str, path: Path, *, after: anyio.Event | None) -> None:
         self.id = extension_id
         self.path = path
-        self.writer = WriterActor(extension_id, path, schema.migrate, after=after)
         self.reader = Reader(extension_id, path)
+        self.writer = WriterActor(
+            extension_id, path, schema.migrate, after=after, checkpoint=self.reader.checkpoint_soon
+        )
 
     async def submit(self, job: Callable[[sqlite3.Connection], T]) -> PendingWrite[T]:
         """Queue a write job in this extension's order; await ``result()`` for its outcome."""

@@ -1,0 +1,59 @@
+"""The WAL is checkpointed while writes go on, so it stays bounded."""
+
+from __future__ import annotations
+
+import random
+import shutil
+import sqlite3
+from pathlib import Path
+
+from tests.wire import DaemonProcess, wait_until
+from vtd_client import Client
+
+
+def _rows_in_database_file(path: Path, scratch: Path) -> int:
+    """Rows of ``data`` in the database file alone, without its WAL (0 if unreadable now)."""
+    shutil.copyfile(path, scratch)  # the copy has no -wal beside it
+    try:
+        with sqlite3.connect(f"file:{scratch}?mode=ro", uri=True) as conn:
+            return int(conn.execute("SELECT count(*) FROM data").fetchone()[0])
+    except sqlite3.Error:
+        return 0  # copied in the middle of a checkpoint's writes: look again
+    finally:
+        scratch.unlink()
+
+
+def test_steady_writes_reach_the_database_file_and_keep_the_wal_small(
+    daemon_process: DaemonProcess, tmp_path: Path
+) -> None:
+    rng = random.Random(7)
+    keys: set[tuple[int, int]] = set()
+    with Client(daemon_process.socket_path, timeout=60) as client:
+        client.register("busy")
+        busy = client.extension("busy")
+        busy.upsert_character("c")
+        client.batch(
+            [
+                ("instances.upsert", {"extensionId": "busy", "id": f"i{n}", "characterId": "c"})
+                for n in range(100)
+            ]
+        )
+        for _ in range(160):  # 20,480 writes, spread over many pages
+            writes = []
+            for n in range(128):
+                instance, key = rng.randrange(100), rng.randrange(1000)
+                keys.add((instance, key))
+                params = {"extensionId": "busy", "id": f"i{instance}", "key": f"k{key}", "value": n}
+                writes.append(("data.set", params))
+            client.batch(writes)
+
+    database = daemon_process.data_dir / "extensions" / "busy.sqlite3"
+    wal = database.with_name(database.name + "-wal")
+    # Without checkpoints the WAL would hold every page written: tens of MiB.
+    assert wal.stat().st_size < 16 * 1024 * 1024
+    # Checkpoints run on their own, without a restart: the file alone has the rows.
+    scratch = tmp_path / "copy.sqlite3"
+    wait_until(
+        lambda: _rows_in_database_file(database, scratch) >= len(keys) // 2,
+        message="the rows to reach the database file",
+    )
