@@ -30,7 +30,7 @@ from vtd.codes import INTERNAL_ERROR, INVALID_REQUEST
 from vtd.methods import Deferred, RequestContext
 from vtd.ordering import RequestOrder
 from vtd.outbox import Outbox
-from vtd.readable import Readable
+from vtd.receiver import Receiver
 from vtd.registry import Registry
 
 log = logging.getLogger(__name__)
@@ -87,7 +87,7 @@ class Connection:
         self._slots = anyio.Semaphore(limits.max_in_flight)
         self._reading = anyio.CancelScope()
         self._outbox = Outbox(self._sock, self._release, self._reading.cancel, name)
-        self._readable = Readable(self._sock)
+        self._receiver = Receiver(self._sock, READ_SIZE)
         self._deferred = 0  # writes handed on whose answers have not come yet
         self._deferred_done: anyio.Event | None = None
 
@@ -107,7 +107,7 @@ class Connection:
                             try:
                                 await self._read_requests(handlers)
                             finally:
-                                self._readable.close()
+                                self._receiver.close()
                         await self._deferred_answers()
                 except* LineTimeout:
                     log.info(
@@ -218,15 +218,10 @@ class Connection:
 
     async def _receive(self) -> bytes:
         self._outbox.flush()  # the answers ready so far leave before the reader waits
-        while True:
-            await self._readable.wait()
-            try:
-                chunk = self._sock.recv(READ_SIZE)
-            except BlockingIOError:
-                continue
-            if not chunk:
-                raise anyio.EndOfStream
-            return chunk
+        chunk = await self._receiver.receive()
+        if not chunk:
+            raise anyio.EndOfStream
+        return chunk
 
     def _decode(self, line: bytes) -> rpc.Message:
         return rpc.decode(line, max_batch=self._limits.max_in_flight)
