@@ -36,6 +36,29 @@ async def test_a_client_that_never_reads_does_not_stop_others(vtd, ext: str) -> 
         tg.cancel_scope.cancel()
 
 
+async def test_a_client_that_reads_late_gets_every_large_answer_whole(vtd, ext: str) -> None:
+    # Answers far larger than the socket's buffers, all queued before the
+    # client reads one: they leave in pieces as it drains, in full and intact.
+    big = "x" * 200_000
+    async with await vtd.connect() as writer:
+        await writer.call("data.set", extensionId=ext, id="i1", key="big", value=big)
+    count = 300  # more than the 128 in flight: the daemon stops reading, then resumes
+    async with await vtd.connect() as late:
+        await late.send_raw(
+            b"".join(
+                json.dumps(
+                    request("data.getKey", {"extensionId": ext, "id": "i1", "key": "big"}, n)
+                ).encode()
+                + b"\n"
+                for n in range(count)
+            )
+        )
+        with anyio.fail_after(30):
+            replies = [await late.receive() for _ in range(count)]
+    assert sorted(reply["id"] for reply in replies) == list(range(count))
+    assert all(reply["result"] == {"big": big} for reply in replies)
+
+
 async def test_connections_past_the_limit_get_busy_and_are_closed(config: Config) -> None:
     async with anyio.create_task_group() as tg:
         running = await start_daemon(replace(config, max_connections=4), tg)
