@@ -127,3 +127,27 @@ async def test_many_concurrent_connections_are_all_served(vtd) -> None:
         async with anyio.create_task_group() as tg:
             for n in range(200):
                 tg.start_soon(one, n)
+
+
+async def test_whole_lines_then_a_partial_one_in_one_chunk_are_all_served(vtd, ext: str) -> None:
+    # Whole lines are taken as they arrive; the partial one waits for its end.
+    lines = [
+        json.dumps(
+            request("data.set", {"extensionId": ext, "id": "i1", "key": "k", "value": 1}, 1)
+        ),
+        json.dumps(request("data.getKey", {"extensionId": ext, "id": "i1", "key": "k"}, 2)),
+        json.dumps(request("ping", {"message": "tail"}, 3)),
+    ]
+    text = ("\n".join(lines) + "\n").encode()
+    cut = len(text) - 15  # inside the third line
+    async with await vtd.connect() as wire:
+        await wire.send_raw(text[:cut])
+        with anyio.fail_after(10):
+            first = [await wire.receive(), await wire.receive()]
+        assert {reply["id"]: reply["result"] for reply in first} == {
+            1: {"success": True, "key": "k", "value": 1},
+            2: {"k": 1},
+        }
+        await wire.send_raw(text[cut:])
+        with anyio.fail_after(10):
+            assert (await wire.receive())["result"] == {"message": "Pong! tail"}

@@ -1,7 +1,9 @@
 """One client connection: newline framing, concurrency, backpressure.
 
-The reader splits the byte stream into lines. A request whose turn has
-come is handled right there, on the reader's own time: a point read or a
+The reader splits the byte stream into lines; whole lines that arrive while
+it waits between lines are taken in the ``Receiver``'s callback itself,
+without waking the reader task. A request whose turn has come is handled
+right there: a point read or a
 ping is answered at once; a write is handed to its extension's writer, and
 answered by a callback when it commits. Any other request (a batch, a
 listing, a read behind an uncommitted write, a registration) gets a task
@@ -87,7 +89,9 @@ class Connection:
         self._slots = anyio.Semaphore(limits.max_in_flight)
         self._reading = anyio.CancelScope()
         self._outbox = Outbox(self._sock, self._release, self._reading.cancel, name)
-        self._receiver = Receiver(self._sock, READ_SIZE)
+        self._receiver = Receiver(self._sock, READ_SIZE, consume=self._take_whole_lines)
+        self._handlers: TaskGroup | None = None
+        self._between_lines = False  # the reader waits for data, with no partial line
         self._deferred = 0  # writes handed on whose answers have not come yet
         self._deferred_done: anyio.Event | None = None
 
@@ -142,6 +146,7 @@ class Connection:
             self._slots.release()
 
     async def _read_requests(self, handlers: TaskGroup) -> None:
+        self._handlers = handlers
         try:
             async for line in self._lines():
                 if _blank(line):
@@ -158,9 +163,7 @@ class Connection:
                         self._slots.acquire_nowait()  # no checkpoint on the hot path
                     except anyio.WouldBlock:
                         await self._slots.acquire()
-                numbers = [self._order.issue() for _ in message.requests]
-                if message.batch or not self._answer_now(message.requests[0], numbers[0]):
-                    handlers.start_soon(self._handle, message, numbers)
+                self._dispatch(message, handlers)
         except MessageTooLarge:
             self._outbox.add(
                 rpc.encode(
@@ -175,6 +178,48 @@ class Connection:
             )
         except (anyio.EndOfStream, OSError):
             pass
+
+    def _take_whole_lines(self, chunk: bytes) -> bytes:
+        """Handle the whole lines a chunk starts with, if that needs no waiting; return the rest.
+
+        Called by the receiver while the reader task waits for data. Lines
+        are taken only between lines (no partial line is buffered), and only
+        while each is small and finds its slots free; the first line that
+        is not, and all after it, go back to the reader task.
+        """
+        handlers = self._handlers
+        if not self._between_lines or handlers is None or self._reading.cancel_called:
+            return chunk
+        limit = min(self._limits.max_message, PARSE_IN_THREAD)
+        start = 0
+        while (newline := chunk.find(b"\n", start)) >= 0:
+            if newline - start > limit or not self._take_line(chunk[start:newline], handlers):
+                break
+            start = newline + 1
+        if start:
+            self._outbox.flush()
+        return chunk[start:]
+
+    def _take_line(self, line: bytes, handlers: TaskGroup) -> bool:
+        """Handle one small line at once; ``False`` (nothing done) if it must wait for slots."""
+        if _blank(line):
+            return True
+        message = self._decode(line)
+        if message.error is not None:
+            self._outbox.add(rpc.encode(message.error), 0)
+            return True
+        if self._slots.value < len(message.requests):
+            return False
+        for _ in message.requests:
+            self._slots.acquire_nowait()
+        self._dispatch(message, handlers)
+        return True
+
+    def _dispatch(self, message: rpc.Message, handlers: TaskGroup) -> None:
+        """Number the message's requests in read order; answer now, or start their task."""
+        numbers = [self._order.issue() for _ in message.requests]
+        if message.batch or not self._answer_now(message.requests[0], numbers[0]):
+            handlers.start_soon(self._handle, message, numbers)
 
     def _answer_now(self, request: object, number: int) -> bool:
         """Answer a request that needs no waiting, here and now; say whether it was."""
@@ -246,7 +291,11 @@ class Connection:
                 raise MessageTooLarge
             if not buffer:
                 started = None
-                chunk = await self._receive()
+                self._between_lines = True
+                try:
+                    chunk = await self._receive()
+                finally:
+                    self._between_lines = False
             else:
                 now = anyio.current_time()
                 if started is None:
