@@ -62,11 +62,8 @@ class Deferred:
         """The jsonrpcserver result, once ``pending`` is done."""
         try:
             return Success(self.answer(self.pending.outcome()))
-        except VtdDaemonError as exc:
-            error = to_rpc_error(exc)
-        except Exception:
-            log.exception("a write failed")
-            error = internal_error()
+        except Exception as exc:
+            error = wire_error(exc, "a write")
         return Error(error.code, error.message, error.data)
 
 
@@ -359,6 +356,14 @@ def to_rpc_error(exc: VtdDaemonError) -> JsonRpcError:
     return internal_error()
 
 
+def wire_error(exc: Exception, what: str) -> JsonRpcError:
+    """The wire error for what a method raised; anything unexpected is logged in full."""
+    if isinstance(exc, VtdDaemonError):
+        return to_rpc_error(exc)
+    log.error("%s failed", what, exc_info=exc)
+    return internal_error()
+
+
 def internal_error() -> JsonRpcError:
     """The -32603 answer: the daemon logged the details; the client gets none of them."""
     return JsonRpcError(
@@ -376,11 +381,8 @@ def _rpc(name: str, method: Method) -> Callable[..., Awaitable[Result]]:
                 return Success(await handler(ctx, values))
             assert now is not None, f"method {name} has no handler"
             return Success(now(ctx, values))
-        except VtdDaemonError as exc:
-            raise to_rpc_error(exc) from None
-        except Exception:
-            log.exception("method %s failed", name)
-            raise internal_error() from None
+        except Exception as exc:
+            raise wire_error(exc, f"method {name}") from None
 
     return _with_signature(name, call)
 
@@ -393,11 +395,8 @@ def _rpc_now(name: str, now: ImmediateHandler, method: Method) -> Callable[..., 
         except MustWait:
             ctx.must_wait = True  # the caller answers it from a task instead
             return Success(None)
-        except VtdDaemonError as exc:
-            raise to_rpc_error(exc) from None
-        except Exception:
-            log.exception("method %s failed", name)
-            raise internal_error() from None
+        except Exception as exc:
+            raise wire_error(exc, f"method {name}") from None
 
     return _with_signature(name, call)
 
