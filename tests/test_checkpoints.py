@@ -5,6 +5,7 @@ from __future__ import annotations
 import random
 import shutil
 import sqlite3
+from contextlib import closing
 from pathlib import Path
 
 from tests.wire import DaemonProcess, wait_until
@@ -15,7 +16,7 @@ def _rows_in_database_file(path: Path, scratch: Path) -> int:
     """Rows of ``data`` in the database file alone, without its WAL (0 if unreadable now)."""
     shutil.copyfile(path, scratch)  # the copy has no -wal beside it
     try:
-        with sqlite3.connect(f"file:{scratch}?mode=ro", uri=True) as conn:
+        with closing(sqlite3.connect(f"file:{scratch}?mode=ro", uri=True)) as conn:
             return int(conn.execute("SELECT count(*) FROM data").fetchone()[0])
     except sqlite3.Error:
         return 0  # copied in the middle of a checkpoint's writes: look again

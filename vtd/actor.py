@@ -47,6 +47,13 @@ class ActorClosed(Exception):
     """The actor no longer takes jobs (its database was closed)."""
 
 
+class NotApplied(Exception):
+    """A job finished without its batch ever reaching the database: nothing was written."""
+
+
+_UNSETTLED = NotApplied("the write was not applied")
+
+
 class PendingWrite(Generic[T]):
     """One submitted job; ``result()`` waits for its commit and answers its outcome.
 
@@ -60,7 +67,9 @@ class PendingWrite(Generic[T]):
         self.job: Job[T] | None = job
         self._done = anyio.Event()
         self._value: Any = None
-        self._error: BaseException | None = None
+        # Until the writer settles it, a job's outcome is failure: no caller is
+        # ever told that a write it never applied succeeded.
+        self._error: BaseException | None = _UNSETTLED
         self._callbacks: list[Callable[[], None]] = []
 
     def _settle(self, value: Any, error: BaseException | None) -> None:
@@ -88,6 +97,8 @@ class PendingWrite(Generic[T]):
     def outcome(self) -> T:
         """The outcome of a job that is done: its value, or its exception raised."""
         assert self.done, "outcome() of a write that is not done"
+        if self._error is _UNSETTLED:
+            raise NotApplied("the write was not applied")
         if self._error is not None:
             raise self._error
         return self._value  # type: ignore[no-any-return]
