@@ -24,7 +24,7 @@ import logging
 import sqlite3
 from collections.abc import Callable
 from pathlib import Path
-from typing import TypeVar
+from typing import Any, TypeVar
 
 from vtd import schema
 from vtd.errors import MustWait
@@ -35,34 +35,53 @@ log = logging.getLogger(__name__)
 T = TypeVar("T")
 
 
+class _Connection:
+    """One connection to the file, opened when first used and afresh after a failure."""
+
+    def __init__(self, path: Path, **options: Any) -> None:
+        self._path = path
+        self._options = options
+        self._conn: sqlite3.Connection | None = None
+
+    def use(self, work: Callable[[sqlite3.Connection], T]) -> T:
+        """Run ``work`` on the connection; a connection that failed may be broken: close it."""
+        if self._conn is None:
+            self._conn = schema.connect(self._path, **self._options)
+        try:
+            return work(self._conn)
+        except sqlite3.Error:
+            self.close()
+            raise
+
+    def close(self) -> None:
+        """Close the connection, if it is open."""
+        if self._conn is not None:
+            self._conn.close()
+            self._conn = None
+
+
 class Reader:
     """Runs read queries against one database file, at once or on a dedicated thread."""
 
     def __init__(self, name: str, path: Path) -> None:
         self.path = path
         self._worker = Worker(f"reader {name}")
-        self._conn: sqlite3.Connection | None = None  # the worker thread's
-        self._conn_now: sqlite3.Connection | None = None  # the event loop thread's
-        self._conn_checkpoint: sqlite3.Connection | None = None  # the worker's, writable
+        self._reads = _Connection(path, read_only=True)  # the worker thread's
+        self._reads_now = _Connection(path, read_only=True, busy_timeout_ms=0)  # the loop's
+        self._checkpoints = _Connection(path)  # the worker thread's, writable
         self._checkpoint_queued = False
 
     async def run(self, query: Callable[[sqlite3.Connection], T]) -> T:
         """Run ``query`` on the worker's connection and return its result."""
-        return await self._worker.run(lambda: self._read(query))
+        return await self._worker.run(lambda: self._reads.use(query))
 
     def run_now(self, query: Callable[[sqlite3.Connection], T]) -> T:
         """Run ``query`` on this thread, or raise ``MustWait`` if SQLite would have to wait."""
-        if self._conn_now is None:
-            self._conn_now = schema.connect(self.path, read_only=True, busy_timeout_ms=0)
         try:
-            return query(self._conn_now)
+            return self._reads_now.use(query)
         except sqlite3.OperationalError as exc:
             if getattr(exc, "sqlite_errorname", "").startswith("SQLITE_BUSY"):
                 raise MustWait from exc
-            self._close_now()
-            raise
-        except sqlite3.Error:
-            self._close_now()  # a connection that failed may be broken: open afresh next time
             raise
 
     def checkpoint_soon(self) -> None:
@@ -73,42 +92,18 @@ class Reader:
 
     def close(self) -> None:
         """Close the connections once the queued reads are done, and end the thread."""
-        self._close_now()
-        self._worker.run_soon(self._close)
+        self._reads_now.close()
+        self._worker.run_soon(self._close_worker_connections)
         self._worker.stop()
 
     def _checkpoint(self) -> None:
         self._checkpoint_queued = False  # a request from now on gets a checkpoint of its own
         try:
-            if self._conn_checkpoint is None:
-                self._conn_checkpoint = schema.connect(self.path)
-            self._conn_checkpoint.execute("PRAGMA wal_checkpoint(PASSIVE)")
+            self._checkpoints.use(lambda conn: conn.execute("PRAGMA wal_checkpoint(PASSIVE)"))
         except sqlite3.Error as exc:
             # Nothing is lost: the WAL keeps the data, and the next request retries.
             log.warning("checkpoint of %s failed: %s", self.path.name, exc)
-            self._close_checkpoint()
 
-    def _read(self, query: Callable[[sqlite3.Connection], T]) -> T:
-        if self._conn is None:
-            self._conn = schema.connect(self.path, read_only=True)
-        try:
-            return query(self._conn)
-        except sqlite3.Error:
-            self._close()  # a connection that failed may be broken: open afresh next time
-            raise
-
-    def _close(self) -> None:
-        if self._conn is not None:
-            self._conn.close()
-            self._conn = None
-        self._close_checkpoint()
-
-    def _close_checkpoint(self) -> None:
-        if self._conn_checkpoint is not None:
-            self._conn_checkpoint.close()
-            self._conn_checkpoint = None
-
-    def _close_now(self) -> None:
-        if self._conn_now is not None:
-            self._conn_now.close()
-            self._conn_now = None
+    def _close_worker_connections(self) -> None:
+        self._reads.close()
+        self._checkpoints.close()
