@@ -49,15 +49,14 @@ class Outbox:
         self._loop = asyncio.get_running_loop()
         self._flush_scheduled = False
         self._draining = False  # the writer waits for the socket: leave sending to it
-        self._broken = False
+        self._over = False  # nothing more will be sent: the client or the writer task is gone
         self._closing = False
-        self._finished = False
         self._wake = anyio.Event()
 
     def add(self, line: bytes, slots: int) -> None:
         """Send ``line`` soon, with the others added now; it frees ``slots`` once sent."""
-        if self._broken or self._finished:
-            self._release(slots)  # nobody will send it: the client or the connection is gone
+        if self._over:
+            self._release(slots)  # nobody will send it
             return
         self._queue.append((line, slots))
         if not self._flush_scheduled:
@@ -70,7 +69,7 @@ class Outbox:
         if self._draining or not self._queue:
             return
         self._send_some()
-        if self._queue and not self._broken:
+        if self._queue and not self._over:
             self._draining = True
             self._wake.set()
 
@@ -86,14 +85,14 @@ class Outbox:
                 await self._wake.wait()
                 self._wake = anyio.Event()
                 self.flush()
-                while self._queue and not self._broken:
+                while self._queue and not self._over:
                     await anyio.wait_writable(self._sock)
                     self._send_some()
                 self._draining = False
                 if self._closing and not self._queue:
                     return
         finally:
-            self._finished = True
+            self._over = True
 
     def _send_some(self) -> None:
         queue = self._queue
@@ -129,7 +128,7 @@ class Outbox:
             self._release(slots)
 
     def _break(self) -> None:
-        self._broken = True
+        self._over = True
         slots = sum(line_slots for _, line_slots in self._queue)
         self._queue.clear()
         self._release(slots)
