@@ -204,6 +204,8 @@ class Connection:
         """Handle one small line at once; ``False`` (nothing done) if it must wait for slots."""
         if _blank(line):
             return True
+        if not self._slots.value:
+            return False  # no slot free for any request: leave it undecoded to the reader task
         message = self._decode(line)
         if message.error is not None:
             self._outbox.add(rpc.encode(message.error), 0)
