@@ -145,6 +145,20 @@ async def test_data_set_get_get_key(client: Wire, ext: str) -> None:
     assert await client.call("data.getKey", extensionId=ext, id="i1", key="tags") == {"tags": ["a"]}
 
 
+async def test_an_instance_too_large_to_read_on_the_event_loop_is_read_whole(
+    client: Wire, ext: str
+) -> None:
+    # Far past what a read may cost on the event loop: it moves to the reader's thread.
+    values = {f"k{n}": {"n": n} for n in range(5_000)}
+    await client.call("data.merge", extensionId=ext, id="i1", data=values)
+    assert await client.call("data.get", extensionId=ext, id="i1") == values
+    full = await client.call("instances.get", extensionId=ext, id="i1")
+    assert full["data"] == values
+    assert await client.call("data.getKey", extensionId=ext, id="i1", key="k4999") == {
+        "k4999": {"n": 4999}
+    }
+
+
 async def test_data_delete_key_and_clear(client: Wire, ext: str) -> None:
     await client.call("data.merge", extensionId=ext, id="i1", data={"a": 1, "b": 2})
     assert await client.call("data.deleteKey", extensionId=ext, id="i1", key="a") == {

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import sqlite3
 import threading
+from contextlib import closing
 from pathlib import Path
 
 import anyio
@@ -54,3 +55,26 @@ async def test_a_read_at_once_never_waits_for_a_lock_and_a_threaded_read_waits_i
     finally:
         reader.close()
         holder.close()
+
+
+def _sum_x(conn: sqlite3.Connection) -> int:
+    return int(conn.execute("SELECT sum(x) FROM t").fetchone()[0])
+
+
+async def test_a_long_read_is_refused_at_once_and_answered_whole_by_the_thread(
+    tmp_path: Path,
+) -> None:
+    path = tmp_path / "large.sqlite3"
+    with closing(sqlite3.connect(path)) as conn, conn:
+        conn.execute("CREATE TABLE t (x)")
+        conn.executemany("INSERT INTO t VALUES (?)", ((n,) for n in range(20_000)))
+    reader = Reader("test", path)
+    try:
+        # Summing 20,000 rows takes far more steps than the event loop may spend.
+        with pytest.raises(MustWait):
+            reader.run_now(_sum_x)
+        assert reader.run_now(_first_x) == 0  # short reads still go at once
+        with anyio.fail_after(10):
+            assert await reader.run(_sum_x) == sum(range(20_000))
+    finally:
+        reader.close()

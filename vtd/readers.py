@@ -10,9 +10,13 @@ There are two ways to read. ``run_now`` runs a small query on the event
 loop's thread, at once: a point read costs tens of microseconds, far less
 than handing it to a thread and back. Its connection never waits for a
 lock; should SQLite ask it to (``SQLITE_BUSY``, rare in WAL mode: recovery
-after a crash), it raises ``MustWait``. ``run`` runs a query on the
-reader's own ``Worker`` thread, for reads that may be large or must wait;
-reads that queue up there run back to back and are answered together.
+after a crash), it raises ``MustWait``. Nor may a query run long there:
+SQLite interrupts any statement past ``NOW_MAX_STEPS`` steps of its virtual
+machine (about 750 values of an instance, well under a millisecond), and
+``run_now`` raises ``MustWait`` for that too, so one huge instance never
+stalls every other client. ``run`` runs a query on the reader's own
+``Worker`` thread, for reads that may be large or must wait; reads that
+queue up there run back to back and are answered together.
 
 The same thread checkpoints the WAL when the writer asks (``checkpoint_soon``),
 with a connection of its own: the writer's commits go on meanwhile.
@@ -34,24 +38,54 @@ log = logging.getLogger(__name__)
 
 T = TypeVar("T")
 
+NOW_MAX_STEPS = 10_000
+"""Virtual-machine steps a statement may take on the event loop's thread."""
+
+_WOULD_WAIT = ("SQLITE_BUSY", "SQLITE_INTERRUPT")
+"""Errors that only say the read must wait: the connection is still sound."""
+
+
+def _would_wait(exc: sqlite3.Error) -> bool:
+    return getattr(exc, "sqlite_errorname", "").startswith(_WOULD_WAIT)
+
+
+_STEPS_PER_TICK = 1_000
+
 
 class _Connection:
-    """One connection to the file, opened when first used and afresh after a failure."""
+    """One connection to the file, opened when first used and afresh after a failure.
 
-    def __init__(self, path: Path, **options: Any) -> None:
+    With ``max_steps``, SQLite interrupts a ``use`` once its statements have
+    taken about that many steps.
+    """
+
+    def __init__(self, path: Path, *, max_steps: int | None = None, **options: Any) -> None:
         self._path = path
         self._options = options
         self._conn: sqlite3.Connection | None = None
+        self._max_ticks = None if max_steps is None else max_steps // _STEPS_PER_TICK
+        self._ticks = 0
 
     def use(self, work: Callable[[sqlite3.Connection], T]) -> T:
         """Run ``work`` on the connection; a connection that failed may be broken: close it."""
         if self._conn is None:
             self._conn = schema.connect(self._path, **self._options)
+            if self._max_ticks is not None:
+                # SQLite counts a cached statement's steps across its runs, so
+                # the handler cannot simply interrupt when first called: it
+                # counts its calls since this use began.
+                self._conn.set_progress_handler(self._tick, _STEPS_PER_TICK)
+        self._ticks = 0
         try:
             return work(self._conn)
-        except sqlite3.Error:
-            self.close()
+        except sqlite3.Error as exc:
+            if not _would_wait(exc):
+                self.close()
             raise
+
+    def _tick(self) -> bool:
+        self._ticks += 1
+        return self._max_ticks is not None and self._ticks > self._max_ticks
 
     def close(self) -> None:
         """Close the connection, if it is open."""
@@ -67,7 +101,9 @@ class Reader:
         self.path = path
         self._worker = Worker(f"reader {name}")
         self._reads = _Connection(path, read_only=True)  # the worker thread's
-        self._reads_now = _Connection(path, read_only=True, busy_timeout_ms=0)  # the loop's
+        self._reads_now = _Connection(  # the loop's
+            path, max_steps=NOW_MAX_STEPS, read_only=True, busy_timeout_ms=0
+        )
         self._checkpoints = _Connection(path)  # the worker thread's, writable
         self._checkpoint_queued = False
 
@@ -76,11 +112,11 @@ class Reader:
         return await self._worker.run(lambda: self._reads.use(query))
 
     def run_now(self, query: Callable[[sqlite3.Connection], T]) -> T:
-        """Run ``query`` on this thread, or raise ``MustWait`` if SQLite would have to wait."""
+        """Run ``query`` on this thread, or raise ``MustWait`` if it must wait or runs long."""
         try:
             return self._reads_now.use(query)
         except sqlite3.OperationalError as exc:
-            if getattr(exc, "sqlite_errorname", "").startswith("SQLITE_BUSY"):
+            if _would_wait(exc):
                 raise MustWait from exc
             raise
 

@@ -68,7 +68,8 @@ def _snapshot(conn: sqlite3.Connection) -> Iterator[None]:
     try:
         yield
     finally:
-        conn.execute("ROLLBACK")
+        if conn.in_transaction:  # an interrupted statement may have ended it
+            conn.execute("ROLLBACK")
 
 
 def _character_pk(conn: sqlite3.Connection, character_id: str) -> int | None:
