@@ -65,7 +65,7 @@ class PendingWrite(Generic[T]):
 
     def __init__(self, job: Job[T]) -> None:
         self.job: Job[T] | None = job
-        self._done = anyio.Event()
+        self._done: anyio.Event | bool = False  # an event only once somebody waits
         self._value: Any = None
         # Until the writer settles it, a job's outcome is failure: no caller is
         # ever told that a write it never applied succeeded.
@@ -76,10 +76,14 @@ class PendingWrite(Generic[T]):
         self._value, self._error = value, error
 
     def _finish(self) -> None:
+        if self.done:
+            return
         # Let go of the job (and the values it holds) once it is done: a
         # connection remembers its last write to each extension.
         self.job = None
-        self._done.set()
+        if isinstance(self._done, anyio.Event):
+            self._done.set()
+        self._done = True
         for callback in self._callbacks:
             try:
                 callback()
@@ -106,15 +110,19 @@ class PendingWrite(Generic[T]):
     @property
     def done(self) -> bool:
         """Whether the job is committed or failed."""
-        return self._done.is_set()
+        return self._done is True
 
     async def settled(self) -> None:
         """Wait until the job is committed or failed, without raising its error."""
+        if self._done is True:
+            return
+        if self._done is False:
+            self._done = anyio.Event()
         await self._done.wait()
 
     async def result(self) -> T:
         """The job's return value once durably committed, or its exception."""
-        await self._done.wait()
+        await self.settled()
         return self.outcome()
 
 

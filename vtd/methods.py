@@ -404,11 +404,31 @@ def _rpc_now(name: str, now: ImmediateHandler, method: Method) -> Callable[..., 
 F = TypeVar("F", bound=Callable[..., Any])
 
 
+class _AnyKeywords(inspect.Signature):
+    """The signature ``(ctx, /, **params)``, whose ``bind`` does no work.
+
+    jsonrpcserver binds every call's params to the method's signature before
+    calling it. vtd's methods take any keyword params and check them
+    themselves, and params that are not an object are refused before
+    dispatch, so that binding can never fail: it would only cost time.
+    """
+
+    def bind(self, /, *args: Any, **kwargs: Any) -> Any:
+        """Accept the call as it is (see the class)."""
+        return None
+
+
+_ANY_KEYWORDS = _AnyKeywords(
+    [
+        inspect.Parameter("ctx", inspect.Parameter.POSITIONAL_ONLY),
+        inspect.Parameter("params", inspect.Parameter.VAR_KEYWORD),
+    ]
+)
+
+
 def _with_signature(name: str, call: F) -> F:
     call.__name__ = name
-    # jsonrpcserver checks every call's params against inspect.signature(); a
-    # precomputed __signature__ spares it rebuilding one per request.
-    call.__signature__ = inspect.signature(call)  # type: ignore[attr-defined]
+    call.__signature__ = _ANY_KEYWORDS  # type: ignore[attr-defined]
     return call
 
 
