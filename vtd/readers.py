@@ -11,10 +11,10 @@ loop's thread, at once: a point read costs tens of microseconds, far less
 than handing it to a thread and back. Its connection never waits for a
 lock; should SQLite ask it to (``SQLITE_BUSY``, rare in WAL mode: recovery
 after a crash), it raises ``MustWait``. Nor may a query run long there:
-SQLite interrupts any statement past ``NOW_MAX_STEPS`` steps of its virtual
-machine (about 750 values of an instance, well under a millisecond), and
-``run_now`` raises ``MustWait`` for that too, so one huge instance never
-stalls every other client. ``run`` runs a query on the reader's own
+SQLite interrupts it once its statements have taken about ``NOW_MAX_STEPS``
+steps of SQLite's virtual machine (about 750 values of an instance, well
+under a millisecond), and ``run_now`` raises ``MustWait`` for that too, so
+one huge instance never stalls every other client. ``run`` runs a query on the reader's own
 ``Worker`` thread, for reads that may be large or must wait; reads that
 queue up there run back to back and are answered together.
 
@@ -39,7 +39,9 @@ log = logging.getLogger(__name__)
 T = TypeVar("T")
 
 NOW_MAX_STEPS = 10_000
-"""Virtual-machine steps a statement may take on the event loop's thread."""
+"""About how many virtual-machine steps a read may take on the event loop's thread."""
+
+_STEPS_PER_TICK = 1_000
 
 _WOULD_WAIT = ("SQLITE_BUSY", "SQLITE_INTERRUPT")
 """Errors that only say the read must wait: the connection is still sound."""
@@ -47,9 +49,6 @@ _WOULD_WAIT = ("SQLITE_BUSY", "SQLITE_INTERRUPT")
 
 def _would_wait(exc: sqlite3.Error) -> bool:
     return getattr(exc, "sqlite_errorname", "").startswith(_WOULD_WAIT)
-
-
-_STEPS_PER_TICK = 1_000
 
 
 class _Connection:
