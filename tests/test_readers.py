@@ -78,3 +78,25 @@ async def test_a_long_read_is_refused_at_once_and_answered_whole_by_the_thread(
             assert await reader.run(_sum_x) == sum(range(20_000))
     finally:
         reader.close()
+
+
+async def test_a_read_cut_short_leaves_no_old_snapshot_behind(tmp_path: Path) -> None:
+    path = tmp_path / "wal.sqlite3"
+    writer = sqlite3.connect(path, isolation_level=None)
+    writer.execute("PRAGMA journal_mode = WAL")
+    writer.execute("CREATE TABLE t (x)")
+    writer.executemany("INSERT INTO t VALUES (?)", ((n,) for n in range(20_000)))
+
+    def sum_in_a_transaction_left_open(conn: sqlite3.Connection) -> int:
+        conn.execute("BEGIN")
+        return _sum_x(conn)  # interrupted, and nothing here ends the transaction
+
+    reader = Reader("test", path)
+    try:
+        with pytest.raises(MustWait):
+            reader.run_now(sum_in_a_transaction_left_open)
+        writer.execute("UPDATE t SET x = -1 WHERE rowid = 1")
+        assert reader.run_now(_first_x) == -1  # the write is seen: no stale snapshot
+    finally:
+        reader.close()
+        writer.close()

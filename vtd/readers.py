@@ -78,9 +78,18 @@ class _Connection:
         try:
             return work(self._conn)
         except sqlite3.Error as exc:
-            if not _would_wait(exc):
+            if _would_wait(exc):
+                self._end_transaction()
+            else:
                 self.close()
             raise
+
+    def _end_transaction(self) -> None:
+        # An interrupted read may leave its transaction open (its ROLLBACK can
+        # be interrupted too); the next read must not reuse its old snapshot.
+        if self._conn is not None and self._conn.in_transaction:
+            self._ticks = 0  # room for the ROLLBACK's few steps
+            self._conn.execute("ROLLBACK")
 
     def _tick(self) -> bool:
         self._ticks += 1
