@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import sqlite3
 import threading
-from contextlib import closing
 from pathlib import Path
 
 import anyio
@@ -61,31 +60,38 @@ def _sum_x(conn: sqlite3.Connection) -> int:
     return int(conn.execute("SELECT sum(x) FROM t").fetchone()[0])
 
 
+ROWS = 20_000
+"""Enough rows that summing them takes far more steps than the event loop may spend."""
+
+
+def _large_table(path: Path) -> sqlite3.Connection:
+    """A WAL file whose table ``t`` holds 0 .. ROWS-1; answer its autocommit connection."""
+    conn = sqlite3.connect(path, isolation_level=None)
+    conn.execute("PRAGMA journal_mode = WAL")
+    conn.execute("CREATE TABLE t (x)")
+    conn.executemany("INSERT INTO t VALUES (?)", ((n,) for n in range(ROWS)))
+    return conn
+
+
 async def test_a_long_read_is_refused_at_once_and_answered_whole_by_the_thread(
     tmp_path: Path,
 ) -> None:
     path = tmp_path / "large.sqlite3"
-    with closing(sqlite3.connect(path)) as conn, conn:
-        conn.execute("CREATE TABLE t (x)")
-        conn.executemany("INSERT INTO t VALUES (?)", ((n,) for n in range(20_000)))
+    _large_table(path).close()
     reader = Reader("test", path)
     try:
-        # Summing 20,000 rows takes far more steps than the event loop may spend.
         with pytest.raises(MustWait):
             reader.run_now(_sum_x)
         assert reader.run_now(_first_x) == 0  # short reads still go at once
         with anyio.fail_after(10):
-            assert await reader.run(_sum_x) == sum(range(20_000))
+            assert await reader.run(_sum_x) == sum(range(ROWS))
     finally:
         reader.close()
 
 
 async def test_a_read_cut_short_leaves_no_old_snapshot_behind(tmp_path: Path) -> None:
     path = tmp_path / "wal.sqlite3"
-    writer = sqlite3.connect(path, isolation_level=None)
-    writer.execute("PRAGMA journal_mode = WAL")
-    writer.execute("CREATE TABLE t (x)")
-    writer.executemany("INSERT INTO t VALUES (?)", ((n,) for n in range(20_000)))
+    writer = _large_table(path)
 
     def sum_in_a_transaction_left_open(conn: sqlite3.Connection) -> int:
         conn.execute("BEGIN")
