@@ -5,6 +5,7 @@ from __future__ import annotations
 import itertools
 import os
 import re
+import shlex
 import shutil
 import signal
 import socket
@@ -120,6 +121,17 @@ def test_status_line_counts_extensions_and_connections(
             assert time.monotonic() < deadline, notify.messages
 
 
+def test_status_line_stays_current_under_a_long_watchdog_interval(
+    short_dir: Path, notify: NotifySocket
+) -> None:
+    # The units ask for WatchdogSec=30s; the status must not lag by 15 s.
+    with _start_notified(short_dir, notify, WATCHDOG_USEC="30000000") as daemon:
+        notify.wait_for("READY=1")
+        call_sync(daemon.socket_path, "register", extensionId="one")
+        notify.wait_for("STATUS=serving 1 extensions, 0 connections", timeout=10)
+        assert daemon.stop() == 0
+
+
 def test_watchdog_pings_at_half_the_interval(short_dir: Path, notify: NotifySocket) -> None:
     with _start_notified(short_dir, notify, WATCHDOG_USEC="400000") as daemon:
         notify.wait_for("READY=1")
@@ -212,6 +224,23 @@ def test_config_file_precedence_and_sighup(short_dir: Path) -> None:
         assert daemon.stop() == 0
 
 
+@pytest.mark.parametrize("user", [False, True], ids=["system", "user"])
+def test_exec_reload_reloads_with_no_kill_binary(short_dir: Path, user: bool) -> None:
+    # systemd runs ExecReload= with the main PID in $MAINPID; minimal images
+    # have no kill binary, so the command must work with an empty PATH.
+    service = units.render(user=user)["vtd.service"]
+    command = shlex.split(re.search(r"^ExecReload=(.*)$", service, re.MULTILINE)[1])  # type: ignore[index]
+    with DaemonProcess(short_dir / "vtd.sock", short_dir / "data") as daemon:
+        assert daemon.process is not None
+        empty = short_dir / "empty-path"
+        empty.mkdir()
+        env = {"MAINPID": str(daemon.process.pid), "PATH": str(empty)}
+        subprocess.run(command, env=env, check=True, timeout=30)
+        wait_until(lambda: "received SIGHUP" in daemon.stderr(), message="the reload")
+        assert answers(daemon.socket_path)
+        assert daemon.stop() == 0
+
+
 def _pings(client: Client) -> bool:
     try:
         return client.ping() == "Pong!"
@@ -245,6 +274,13 @@ def test_the_repository_units_are_the_rendered_ones() -> None:
     for user, directory in ((False, REPO / "systemd"), (True, REPO / "systemd" / "user")):
         for name, text in units.render(user=user).items():
             assert (directory / name).read_text() == text, f"regenerate {directory / name}"
+
+
+def test_user_unit_asks_for_no_capability_changes() -> None:
+    # A user manager may not drop capabilities: a service asking it to fails
+    # at start with 218/CAPABILITIES (seen under a live systemd 252).
+    service = units.render(user=True)["vtd.service"]
+    assert not re.search(r"^(CapabilityBoundingSet|AmbientCapabilities)=", service, re.MULTILINE)
 
 
 def test_install_units_writes_exec_start(short_dir: Path) -> None:

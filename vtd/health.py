@@ -54,7 +54,9 @@ async def report_health(
     status: Callable[[], str],
 ) -> None:
     """Ping the watchdog while healthy and keep the status line current; runs until cancelled."""
-    tick = interval if interval is not None else STATUS_INTERVAL
+    # A long watchdog interval (30 s in the units) must not leave the status
+    # line that stale: tick at the shorter of the two.
+    tick = min(interval, STATUS_INTERVAL) if interval is not None else STATUS_INTERVAL
     last_status = ""
     reported_stuck: list[str] = []
     while True:

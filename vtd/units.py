@@ -48,7 +48,8 @@ After=vtd.socket
 [Service]
 Type=notify
 ExecStart={exec_start}
-ExecReload=/bin/kill -HUP $MAINPID
+# The shell's own kill: minimal images have no /bin/kill (Debian's procps).
+ExecReload=/bin/sh -c 'kill -HUP $MAINPID'
 Restart=on-failure
 RestartSec=1s
 WatchdogSec=30s
@@ -69,7 +70,6 @@ SystemCallArchitectures=native
 SystemCallFilter=@system-service
 SystemCallFilter=~@privileged
 SystemCallErrorNumber=EPERM
-CapabilityBoundingSet=
 """
 
 SYSTEM_SERVICE = (
@@ -79,6 +79,7 @@ DynamicUser=yes
 StateDirectory=vtd
 StateDirectoryMode=0700
 ConfigurationDirectory=vtd
+CapabilityBoundingSet=
 AmbientCapabilities=
 ProtectSystem=strict
 ProtectHome=yes
@@ -107,6 +108,8 @@ WantedBy=multi-user.target
 """
 )
 
+# No capability settings here: a user manager may not drop from the bounding
+# set, and a service that asks it to fails at start with 218/CAPABILITIES.
 USER_SERVICE = (
     _SERVICE_HEAD
     + _COMMON_HARDENING
