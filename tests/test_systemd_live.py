@@ -1,0 +1,277 @@
+"""The units under a live systemd: Debian booted in a container, driven as the README says.
+
+The other systemd tests speak systemd's protocols to the daemon directly;
+these boot a real service manager (systemd-nspawn into a minimal Debian
+made with debootstrap) and follow the README's install steps for the
+system and the user service. They need root, systemd-nspawn and
+debootstrap, and the network for Debian's and PyPI's packages, so they are
+deselected by default: ``scripts/systemd-live`` runs them.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import subprocess
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from tests.wire import wait_until
+
+pytestmark = [
+    pytest.mark.live_systemd,
+    pytest.mark.timeout(1800),  # a first run downloads Debian
+    pytest.mark.skipif(os.geteuid() != 0, reason="booting a container needs root"),
+    pytest.mark.skipif(
+        shutil.which("systemd-nspawn") is None or shutil.which("debootstrap") is None,
+        reason="needs systemd-nspawn and debootstrap (Debian: systemd-container, debootstrap)",
+    ),
+]
+
+REPO = Path(__file__).parent.parent
+ROOTFS = Path(os.environ.get("VTD_LIVE_ROOTFS", "/var/tmp/vtd-live-rootfs"))
+PACKAGES = "systemd,systemd-sysv,dbus,dbus-user-session,libpam-systemd,python3,python3-venv"
+USER = "alice"
+USER_ENV = "XDG_RUNTIME_DIR=/run/user/1000"
+SYSTEM_SOCKET = "/run/vtd/vtd.sock"
+# Host files that let pip inside the container reach PyPI the way the host does.
+HOST_FILES = ("/etc/resolv.conf", "/etc/ssl/certs/ca-certificates.crt", "/etc/pip.conf")
+
+
+class Container:
+    """A booted Debian with systemd as its PID 1; commands run inside with nsenter."""
+
+    def __init__(self, rootfs: Path, log: Path) -> None:
+        self._log = open(log, "wb")  # noqa: SIM115
+        self._nspawn = subprocess.Popen(
+            [
+                *("systemd-nspawn", "-D", str(rootfs), "-b", "-M", "vtdlive"),
+                *("--register=no", "--keep-unit", "--console=passive"),
+            ],
+            stdin=subprocess.DEVNULL,
+            stdout=self._log,
+            stderr=subprocess.STDOUT,
+        )
+        self.init_pid = 0
+        try:
+            wait_until(self._found_init, timeout=30, message="the container's init")
+            wait_until(self._booted, timeout=120, message="the container to finish booting")
+        except BaseException:
+            self.stop()
+            raise
+
+    def _found_init(self) -> bool:
+        if self._nspawn.poll() is not None:
+            raise AssertionError(f"systemd-nspawn exited {self._nspawn.returncode}")
+        # nspawn's first child is nspawn itself, setting up; then systemd replaces it.
+        children = Path(f"/proc/{self._nspawn.pid}/task/{self._nspawn.pid}/children")
+        for pid in children.read_text().split():
+            if Path(f"/proc/{pid}/comm").read_text().strip() == "systemd":
+                self.init_pid = int(pid)
+        return self.init_pid != 0
+
+    def _booted(self) -> bool:
+        state = self.run("systemctl", "is-system-running", check=False).stdout.strip()
+        return state in ("running", "degraded")
+
+    def run(
+        self, *command: str, user: bool = False, check: bool = True
+    ) -> subprocess.CompletedProcess[str]:
+        """Run ``command`` in the container, as root or as the user with a user manager."""
+        prefix = ["runuser", "-u", USER, "--", "env", USER_ENV] if user else []
+        result = subprocess.run(
+            ["nsenter", "-t", str(self.init_pid), "-a", *prefix, *command],
+            capture_output=True,
+            text=True,
+            timeout=120,
+        )
+        if check and result.returncode != 0:
+            raise AssertionError(f"{command} exited {result.returncode}: {result.stderr}")
+        return result
+
+    def show(self, unit: str, prop: str, *, user: bool = False) -> str:
+        scope = ["--user"] if user else []
+        return self.run(
+            "systemctl", *scope, "show", "-p", prop, "--value", unit, user=user
+        ).stdout.strip()
+
+    def stop(self) -> None:
+        if self.init_pid:
+            self.run("systemctl", "poweroff", check=False)
+        else:
+            self._nspawn.terminate()
+        try:
+            self._nspawn.wait(60)
+        except subprocess.TimeoutExpired:
+            self._nspawn.kill()
+            self._nspawn.wait()
+        self._log.close()
+
+
+def _chroot(*command: str) -> None:
+    subprocess.run(["chroot", str(ROOTFS), *command], check=True, timeout=900)
+
+
+def _prepare_rootfs() -> None:
+    """A minimal Debian with systemd, this checkout installed in /opt/venv, no vtd state."""
+    if not (ROOTFS / "usr/bin/systemctl").exists():
+        subprocess.run(
+            [
+                *("debootstrap", "--variant=minbase", f"--include={PACKAGES}"),
+                *("bookworm", str(ROOTFS), "http://deb.debian.org/debian"),
+            ],
+            check=True,
+            capture_output=True,
+            timeout=1800,
+        )
+    for name in HOST_FILES:
+        if Path(name).exists():
+            shutil.copy(name, ROOTFS / name.lstrip("/"))
+    source = ROOTFS / "opt/vtd"
+    shutil.rmtree(source, ignore_errors=True)
+    files = subprocess.run(
+        ["git", "ls-files", "-z"], cwd=REPO, capture_output=True, check=True
+    ).stdout.split(b"\0")
+    for name in filter(None, files):
+        target = source / name.decode()
+        target.parent.mkdir(parents=True, exist_ok=True)
+        shutil.copy2(REPO / name.decode(), target)
+    shutil.rmtree(ROOTFS / "opt/venv", ignore_errors=True)
+    _chroot("python3", "-m", "venv", "/opt/venv")
+    _chroot("/opt/venv/bin/pip", "install", "-q", "/opt/vtd/client", "/opt/vtd")
+    _chroot("ln", "-sf", "/opt/venv/bin/vtctl", "/usr/local/bin/vtctl")
+    if not (ROOTFS / f"home/{USER}").exists():
+        _chroot("useradd", "-m", USER)
+    linger = ROOTFS / "var/lib/systemd/linger"
+    linger.mkdir(parents=True, exist_ok=True)
+    (linger / USER).touch()  # the user manager starts at boot, as `loginctl enable-linger`
+    for leftover in (
+        "etc/systemd/system/vtd.socket",
+        "etc/systemd/system/vtd.service",
+        "etc/systemd/system/sockets.target.wants/vtd.socket",
+        "etc/vtd",
+        "var/lib/private/vtd",
+        f"home/{USER}/.config/systemd/user",
+        f"home/{USER}/.local/share/vtd",
+    ):
+        path = ROOTFS / leftover
+        if path.is_dir() and not path.is_symlink():
+            shutil.rmtree(path)
+        else:
+            path.unlink(missing_ok=True)
+
+
+@pytest.fixture(scope="module")
+def container(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Container]:
+    _prepare_rootfs()
+    booted = Container(ROOTFS, tmp_path_factory.mktemp("nspawn") / "console.log")
+    try:
+        yield booted
+    finally:
+        booted.stop()
+
+
+def _vtctl(container: Container, *args: str, user: bool = False) -> object:
+    socket = [] if user else ["--socket", SYSTEM_SOCKET]
+    out = container.run("vtctl", "--compact", *socket, *args, user=user).stdout
+    return json.loads(out)
+
+
+def _restarted_after_sigkill(container: Container, *, user: bool) -> None:
+    scope = ["--user"] if user else []
+    before = container.show("vtd.service", "MainPID", user=user)
+    container.run("systemctl", *scope, "kill", "-s", "SIGKILL", "vtd.service", user=user)
+    wait_until(
+        lambda: (
+            container.show("vtd.service", "MainPID", user=user) not in ("0", before)
+            and container.show("vtd.service", "ActiveState", user=user) == "active"
+        ),
+        timeout=30,
+        message="the service to be restarted",
+    )
+    assert container.show("vtd.service", "NRestarts", user=user) == "1"
+
+
+def _seed_and_read(container: Container, *, user: bool) -> None:
+    _vtctl(container, "ext", "register", "tracker", user=user)
+    _vtctl(container, "char", "set", "tracker", "alice", "--name", "Alice", user=user)
+    _vtctl(container, "inst", "set", "tracker", "run1", "alice", user=user)
+    _vtctl(container, "data", "set", "tracker", "run1", "hp", "57", user=user)
+    _vtctl(container, "data", "set", "tracker", "run1", "label", '"123"', user=user)
+
+
+def _journal(container: Container, *, user: bool) -> str:
+    scope = ["--user"] if user else []
+    return container.run("journalctl", *scope, "-u", "vtd.service", "--no-pager", user=user).stdout
+
+
+def test_system_service_as_the_readme_installs_it(container: Container) -> None:
+    container.run("/opt/venv/bin/vtd", "install-units")
+    container.run("systemctl", "daemon-reload")
+    container.run("systemctl", "enable", "--now", "vtd.socket")
+    # Socket activation: nothing runs until the first client connects.
+    assert container.show("vtd.service", "ActiveState") == "inactive"
+    assert _vtctl(container, "ping") == {"message": "Pong!"}
+    # Type=notify: active only once vtd said READY=1.
+    assert container.show("vtd.service", "ActiveState") == "active"
+
+    # The sandbox took hold: a dynamic user, no capabilities, seccomp, no_new_privs.
+    pid = container.show("vtd.service", "MainPID")
+    status = dict(
+        line.split(":\t", 1)
+        for line in container.run("cat", f"/proc/{pid}/status").stdout.splitlines()
+        if ":\t" in line
+    )
+    assert status["Uid"].split()[0] != "0"
+    assert int(status["CapBnd"], 16) == 0
+    assert status["NoNewPrivs"].strip() == "1"
+    assert status["Seccomp"].strip() == "2"
+
+    _seed_and_read(container, user=False)
+    wait_until(
+        lambda: "serving 1 extensions" in container.show("vtd.service", "StatusText"),
+        message="the status line",
+    )
+
+    # ExecReload= re-reads the config file.
+    container.run("mkdir", "-p", "/etc/vtd")
+    container.run("sh", "-c", "echo 'log-level = \"debug\"' > /etc/vtd/vtd.toml")
+    container.run("systemctl", "reload", "vtd.service")
+    wait_until(lambda: "log level is debug" in _journal(container, user=False), message="reload")
+
+    # Restart=on-failure brings it back after SIGKILL, with every value kept.
+    _restarted_after_sigkill(container, user=False)
+    data = _vtctl(container, "data", "get", "tracker", "run1")
+    assert data == {"hp": 57, "label": "123"}
+
+    container.run("systemctl", "stop", "vtd.service", "vtd.socket")
+    assert container.show("vtd.service", "Result") == "success"
+    assert container.run("test", "-e", SYSTEM_SOCKET, check=False).returncode == 1
+    assert "Traceback" not in _journal(container, user=False)
+
+
+def test_user_service_as_the_readme_installs_it(container: Container) -> None:
+    wait_until(
+        lambda: container.show("user@1000.service", "ActiveState") == "active",
+        timeout=30,
+        message="the user manager",
+    )
+    container.run("/opt/venv/bin/vtd", "install-units", "--user", user=True)
+    container.run("systemctl", "--user", "daemon-reload", user=True)
+    container.run("systemctl", "--user", "enable", "--now", "vtd.socket", user=True)
+    assert container.show("vtd.service", "ActiveState", user=True) == "inactive"
+    assert _vtctl(container, "ping", user=True) == {"message": "Pong!"}
+    assert container.show("vtd.service", "ActiveState", user=True) == "active"
+
+    _seed_and_read(container, user=True)
+    container.run("systemctl", "--user", "reload", "vtd.service", user=True)
+    wait_until(lambda: "received SIGHUP" in _journal(container, user=True), message="the reload")
+    _restarted_after_sigkill(container, user=True)
+    data = _vtctl(container, "data", "get", "tracker", "run1", user=True)
+    assert data == {"hp": 57, "label": "123"}
+    home_data = container.run("ls", f"/home/{USER}/.local/share/vtd/extensions").stdout
+    assert "tracker.sqlite3" in home_data.split()
+    assert "Traceback" not in _journal(container, user=True)
