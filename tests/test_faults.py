@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
+import errno
+import os
 import resource
 import shutil
 import subprocess
 import sys
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -90,6 +93,80 @@ def test_a_full_disk_fails_writes_keeps_reads_and_heals(daemon_process: DaemonPr
     stored = call_sync(path, "data.get", extensionId="full", id="i")
     assert stored == {"kept": "before", "big": big}
     assert integrity_ok(daemon_process.data_dir / "extensions" / "full.sqlite3")
+
+
+@pytest.fixture
+def small_disk(short_dir: Path) -> Iterator[Path]:
+    """A real 1 MiB filesystem (tmpfs), so the disk can really fill up."""
+    mount = short_dir / "disk"
+    mount.mkdir()
+    if os.geteuid() != 0:
+        pytest.skip("mounting a small tmpfs needs root")
+    result = subprocess.run(
+        ["mount", "-t", "tmpfs", "-o", "size=1m", "tmpfs", str(mount)],
+        capture_output=True,
+        text=True,
+    )
+    if result.returncode != 0:
+        pytest.skip(f"cannot mount a small tmpfs here: {result.stderr.strip()}")
+    try:
+        yield mount
+    finally:
+        subprocess.run(["umount", "--lazy", str(mount)], check=True)
+
+
+def _fill(disk: Path) -> Path:
+    filler = disk / "filler"
+    fd = os.open(filler, os.O_WRONLY | os.O_CREAT, 0o600)
+    try:
+        while True:
+            os.write(fd, bytes(4096))
+    except OSError as exc:
+        failure = exc.errno
+    finally:
+        os.close(fd)
+    assert failure == errno.ENOSPC
+    return filler
+
+
+def test_a_really_full_disk_refuses_then_heals_without_losing_a_value(
+    short_dir: Path, small_disk: Path
+) -> None:
+    with DaemonProcess(short_dir / "vtd.sock", small_disk / "data") as daemon:
+        path = daemon.socket_path
+        _seed(path, "full")
+        filler = _fill(small_disk)
+        acked: dict[str, int] = {}
+        refusal: dict = {}
+        for n in range(2000):  # until the database, too, finds no room
+            try:
+                call_sync(path, "data.set", extensionId="full", id="i", key=f"k{n}", value=n)
+            except RpcFailed as failed:
+                refusal = failed.error
+                break
+            acked[f"k{n}"] = n
+        assert refusal, "the disk never filled up"
+        assert refusal["code"] == -32004
+        assert "disk is full" in refusal["data"]["reason"]
+        # A new extension's file cannot be made either; it is refused clearly.
+        error = _error(path, "register", extensionId="late")
+        assert error["code"] == -32004
+        assert "retry" in error["data"]["reason"]
+        assert call_sync(path, "data.getKey", extensionId="full", id="i", key="kept") == {
+            "kept": "before"
+        }
+
+        filler.unlink()
+        # The retries the errors ask for now work, with no restart.
+        call_sync(path, "register", extensionId="late")
+        seed(path, "late")
+        call_sync(path, "data.set", extensionId="full", id="i", key="after", value=1)
+        assert daemon.stop() == 0
+        daemon.start()
+        stored = call_sync(path, "data.get", extensionId="full", id="i")
+        assert stored == {"kept": "before", **acked, "after": 1}
+        assert call_sync(path, "characters.list", extensionId="late") != []
+        assert daemon.stop() == 0
 
 
 def test_a_read_only_data_dir_is_one_line_and_nonzero(short_dir: Path) -> None:

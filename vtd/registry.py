@@ -71,15 +71,21 @@ class Extension:
         except ActorClosed:
             raise NotRegistered(self.id) from None
 
-    async def read(self, query: Callable[[sqlite3.Connection], T]) -> T:
-        """Run a read query against a snapshot that includes every acknowledged write."""
+    async def open(self) -> None:
+        """Wait until the file is open; if opening it failed, try again, and raise the fault.
+
+        The cause of an earlier failure (a full disk, say) may be gone, so
+        the writer gets another try rather than the caller the old fault.
+        """
         await self.writer.opened.wait()
         if not self.writer.is_open:
-            # The file could not be opened: let the writer try again (the cause
-            # may be gone), and fail this read with the reason if it is not.
             await (await self.submit(_nothing)).settled()
             if not self.writer.is_open and self.writer.fault is not None:
                 raise self.writer.fault
+
+    async def read(self, query: Callable[[sqlite3.Connection], T]) -> T:
+        """Run a read query against a snapshot that includes every acknowledged write."""
+        await self.open()
         try:
             return await self.reader.run(query)
         except sqlite3.Error as exc:
@@ -171,9 +177,7 @@ class Registry:
 
         async def finish() -> None:
             await pending.result()
-            await extension.writer.opened.wait()
-            if extension.writer.fault is not None:
-                raise extension.writer.fault
+            await extension.open()
 
         return finish
 
