@@ -5,6 +5,7 @@ from __future__ import annotations
 import random
 import shutil
 import sqlite3
+import threading
 from contextlib import closing
 from pathlib import Path
 
@@ -58,3 +59,55 @@ def test_steady_writes_reach_the_database_file_and_keep_the_wal_small(
         lambda: _rows_in_database_file(database, scratch) >= len(keys) // 2,
         message="the rows to reach the database file",
     )
+
+
+def test_the_wal_stays_bounded_while_writes_never_pause(
+    daemon_process: DaemonProcess,
+) -> None:
+    # Four clients keep the writer busy without a gap, so a checkpoint beside
+    # it never finds the WAL idle; the WAL must still be reset and trimmed.
+    path = daemon_process.socket_path
+    with Client(path, timeout=60) as client:
+        client.register("busy")
+        client.extension("busy").upsert_character("c")
+        client.batch(
+            [
+                ("instances.upsert", {"extensionId": "busy", "id": f"i{n}", "characterId": "c"})
+                for n in range(100)
+            ]
+        )
+    value = "v" * 8192
+    written = 4 * 24 * 128 * len(value)  # 96 MiB of values
+
+    def write(worker: int) -> None:
+        with Client(path, timeout=60) as client:
+            for round_ in range(24):
+                client.batch(
+                    [
+                        (
+                            "data.set",
+                            {
+                                "extensionId": "busy",
+                                "id": f"i{(worker * 31 + n) % 100}",
+                                "key": f"k{round_}-{n}",
+                                "value": value,
+                            },
+                        )
+                        for n in range(128)
+                    ]
+                )
+
+    workers = [threading.Thread(target=write, args=(n,)) for n in range(4)]
+    for worker in workers:
+        worker.start()
+    for worker in workers:
+        worker.join()
+
+    database = daemon_process.data_dir / "extensions" / "busy.sqlite3"
+    wal = database.with_name(database.name + "-wal")
+    assert wal.stat().st_size < written // 3, f"WAL {wal.stat().st_size:,} bytes"
+    with Client(path) as client:
+        busy = client.extension("busy")
+        stored = [v for n in range(100) for v in busy.get_data(f"i{n}").values()]
+    assert len(stored) == 4 * 24 * 128  # every write acknowledged is there
+    assert set(stored) == {value}

@@ -12,7 +12,12 @@ Given a ``checkpoint`` function, the actor never checkpoints the WAL in its
 own commits (a checkpoint copies pages into the database file and fsyncs
 it: tens of milliseconds that every write queued behind it would wait).
 It calls ``checkpoint`` instead, to have it done beside the writer, once
-enough rows have changed since the last time.
+enough rows have changed since the last time. A checkpoint beside a writer
+that never pauses never catches up, though, and SQLite starts the WAL over
+only once every frame in it has been copied: so when the WAL outgrows
+``WAL_LIMIT`` the actor finishes the checkpoint itself between two
+batches (little is left to copy by then), and the next commit starts the
+WAL over and trims the file back to ``WAL_LIMIT``.
 """
 
 from __future__ import annotations
@@ -41,6 +46,8 @@ MAX_BATCH = 512
 QUEUE_SIZE = 1024
 CHECKPOINT_CHANGES = 1000
 """Rows changed between two checkpoints (SQLite's own default is 1,000 WAL pages)."""
+WAL_LIMIT = 16 * 1024 * 1024
+"""WAL bytes past which the writer finishes a checkpoint itself; the size it is trimmed to."""
 
 
 class ActorClosed(Exception):
@@ -162,6 +169,7 @@ class WriterActor:
         self._checkpoint = checkpoint
         self._changes_at_checkpoint = 0
         self._conn: sqlite3.Connection | None = None
+        self._wal = path.with_name(path.name + "-wal")
         self._send: MemoryObjectSendStream[PendingWrite[Any]]
         self._receive: MemoryObjectReceiveStream[PendingWrite[Any]]
         self._send, self._receive = anyio.create_memory_object_stream[PendingWrite[Any]](QUEUE_SIZE)
@@ -222,6 +230,13 @@ class WriterActor:
                     finally:
                         self.busy_since = None
                         _finish_all(batch)  # if the worker could not
+                    if self._wal_outgrown():
+                        self.busy_since = anyio.current_time()
+                        try:
+                            with anyio.CancelScope(shield=True):
+                                await worker.run(self._finish_checkpoint)
+                        finally:
+                            self.busy_since = None
                     self._checkpoint_if_due()
         finally:
             self.opened.set()
@@ -239,7 +254,22 @@ class WriterActor:
             self._changes_at_checkpoint = changes
             self._checkpoint()
 
+    def _wal_outgrown(self) -> bool:
+        if self._checkpoint is None or self._conn is None:
+            return False  # SQLite checkpoints in the commits, or nothing is open
+        try:
+            return self._wal.stat().st_size > WAL_LIMIT
+        except OSError:
+            return False
+
     # The methods below run in a worker thread, one at a time.
+
+    def _finish_checkpoint(self) -> None:
+        assert self._conn is not None
+        try:
+            self._conn.execute("PRAGMA wal_checkpoint(PASSIVE)")
+        except sqlite3.Error as exc:
+            log.warning("%s: checkpoint failed: %s", self.name, exc)
 
     def _try_open(self) -> None:
         try:
@@ -247,6 +277,7 @@ class WriterActor:
             try:
                 if self._checkpoint is not None:
                     conn.execute("PRAGMA wal_autocheckpoint = 0")
+                conn.execute(f"PRAGMA journal_size_limit = {WAL_LIMIT}")
                 self._migrate(conn)
             except BaseException:
                 conn.close()
