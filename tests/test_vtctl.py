@@ -140,6 +140,18 @@ def test_pretty_output_on_request(module_daemon: DaemonProcess) -> None:
     assert result.stdout == '{\n  "message": "Pong!"\n}\n'
 
 
+def test_options_may_follow_the_command(module_daemon: DaemonProcess, short_dir: Path) -> None:
+    result = vtctl(module_daemon, "ping", "--pretty")
+    assert result.stdout == '{\n  "message": "Pong!"\n}\n'
+    # After the command, an option overrides the one before it...
+    moved = vtctl(None, "data", "get", "x", "i", "--socket", str(module_daemon.socket_path))
+    assert moved.returncode == 1, moved.stderr  # reached the daemon: unknown extension
+    # ...and one left out keeps the value given before the command.
+    kept = vtctl(None, "ping", "--timeout", "5", socket=short_dir / "none.sock")
+    assert kept.returncode == 3
+    assert str(short_dir / "none.sock") in kept.stderr
+
+
 def test_help_lists_the_commands() -> None:
     result = subprocess.run([str(VTCTL), "--help"], capture_output=True, text=True, timeout=30)
     for command in ("ping", "ext", "chars", "char", "inst", "data", "call"):

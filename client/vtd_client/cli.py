@@ -12,6 +12,7 @@ import argparse
 import json
 import os
 import sys
+from argparse import SUPPRESS
 from collections.abc import Callable, Sequence
 from typing import Any, NoReturn
 
@@ -102,17 +103,15 @@ def build_parser() -> argparse.ArgumentParser:
         ),
     )
     parser.add_argument("--version", action="version", version=f"vtctl {__version__}")
-    parser.add_argument(
-        "--socket", help="daemon socket (default: VTD_SOCKET, then the runtime dir)"
-    )
-    parser.add_argument("--timeout", type=float, default=30.0, help="seconds per call (30)")
-    output = parser.add_mutually_exclusive_group()
-    output.add_argument("--pretty", action="store_true", help="indent output even when piped")
-    output.add_argument("--compact", action="store_true", help="one line of output")
+    _add_options(parser, {"socket": None, "timeout": 30.0, "pretty": False, "compact": False})
+    # The same options after the command (vtctl ping --compact) override
+    # the ones before it, and are not set when absent.
+    options = argparse.ArgumentParser(add_help=False)
+    _add_options(options, dict.fromkeys(("socket", "timeout", "pretty", "compact"), SUPPRESS))
     commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
     def command(name: str, help: str, build: Builder, parent: Any = commands) -> Any:
-        sub = parent.add_parser(name, help=help, description=help)
+        sub = parent.add_parser(name, help=help, description=help, parents=[options])
         sub.set_defaults(build=build)
         return sub
 
@@ -259,6 +258,27 @@ def describe(exc: RpcError) -> str:
     if isinstance(exc, InvalidParams) and exc.field:
         detail += f" [field: {exc.field}]"
     return detail
+
+
+def _add_options(parser: argparse.ArgumentParser, defaults: dict[str, Any]) -> None:
+    parser.add_argument(
+        "--socket",
+        default=defaults["socket"],
+        help="daemon socket (default: VTD_SOCKET, then the runtime dir)",
+    )
+    parser.add_argument(
+        "--timeout", type=float, default=defaults["timeout"], help="seconds per call (30)"
+    )
+    output = parser.add_mutually_exclusive_group()
+    output.add_argument(
+        "--pretty",
+        action="store_true",
+        default=defaults["pretty"],
+        help="indent output even when piped",
+    )
+    output.add_argument(
+        "--compact", action="store_true", default=defaults["compact"], help="one line of output"
+    )
 
 
 def main(argv: Sequence[str] | None = None) -> None:
