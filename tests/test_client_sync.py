@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import itertools
+import os
 from datetime import UTC, datetime
+from pathlib import Path
 
 import pytest
 
@@ -188,6 +190,26 @@ def test_socket_from_environment(module_daemon: DaemonProcess, monkeypatch) -> N
     monkeypatch.setenv("VTD_SOCKET", str(module_daemon.socket_path))
     with Client() as client:
         assert client.ping() == "Pong!"
+
+
+def test_a_fallback_socket_dir_made_by_another_user_is_refused(monkeypatch) -> None:
+    # Without XDG_RUNTIME_DIR a client looks in /tmp/vtd-$UID, which another
+    # user may have made first, to answer in vtd's place.
+    if os.getuid() != 0:
+        pytest.skip("giving a directory to another user needs root")
+    squatted = Path(f"/tmp/vtd-{os.getuid()}")
+    if squatted.exists():
+        pytest.skip(f"{squatted} is in use here")
+    monkeypatch.delenv("XDG_RUNTIME_DIR", raising=False)
+    monkeypatch.delenv("VTD_SOCKET", raising=False)
+    squatted.mkdir(mode=0o755)
+    try:
+        os.chown(squatted, 4321, 4321)
+        with Client() as client, pytest.raises(DaemonUnavailable) as caught:
+            client.ping()
+        assert f"{squatted} belongs to uid 4321, not to you" in str(caught.value)
+    finally:
+        squatted.rmdir()
 
 
 @pytest.mark.parametrize(

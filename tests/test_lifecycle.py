@@ -104,6 +104,38 @@ def test_a_path_that_is_not_a_socket_is_never_deleted(short_dir: Path) -> None:
     assert path.read_text() == "keep me"
 
 
+def test_a_socket_directory_others_may_write_is_refused(short_dir: Path) -> None:
+    shared = short_dir / "shared"
+    shared.mkdir()
+    shared.chmod(0o777)  # as /tmp/vtd-$UID would be if another user made it first
+    daemon = DaemonProcess(shared / "vtd.sock", short_dir / "data")
+    daemon.start(wait=False)
+    assert daemon.wait() != 0
+    assert "writable by other users" in daemon.stderr()
+    assert len(daemon.stderr().strip().splitlines()) == 1
+    assert not (shared / "vtd.sock").exists()
+
+
+def test_a_socket_directory_of_another_user_is_refused(short_dir: Path) -> None:
+    theirs = short_dir / "theirs"
+    theirs.mkdir(mode=0o700)
+    if os.getuid() != 0:
+        pytest.skip("giving a directory to another user needs root")
+    os.chown(theirs, 4321, 4321)
+    daemon = DaemonProcess(theirs / "vtd.sock", short_dir / "data")
+    daemon.start(wait=False)
+    assert daemon.wait() != 0
+    assert "belongs to uid 4321" in daemon.stderr()
+
+
+def test_a_sticky_world_writable_directory_is_accepted(short_dir: Path) -> None:
+    sticky = short_dir / "tmp"
+    sticky.mkdir()
+    sticky.chmod(0o1777)  # like /tmp itself: others cannot remove vtd's socket
+    with DaemonProcess(sticky / "vtd.sock", short_dir / "data") as daemon:
+        assert call_sync(daemon.socket_path, "probe")["ok"] is True
+
+
 def _vtd(*args: str, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
     return subprocess.run(
         [sys.executable, "-m", "vtd", *args],

@@ -33,10 +33,23 @@ log = logging.getLogger(__name__)
 def _ensure_socket_dir(directory: Path) -> None:
     try:
         directory.mkdir(mode=0o700, parents=True, exist_ok=True)
+        info = directory.stat()
     except OSError as exc:
         raise StartupError(
             f"cannot create the socket directory {directory}: {exc.strerror}"
         ) from None
+    # Whoever owns the directory, or may write in it, can put their own
+    # socket in place of vtd's (a directory made in /tmp by another user first).
+    if info.st_uid not in (os.getuid(), 0):
+        raise StartupError(
+            f"the socket directory {directory} belongs to uid {info.st_uid}, not to "
+            "vtd's user; refusing to listen there (remove it, or choose --socket)"
+        )
+    if info.st_mode & 0o022 and not info.st_mode & stat.S_ISVTX:
+        raise StartupError(
+            f"the socket directory {directory} is writable by other users; refusing "
+            f"to listen there (chmod go-w {directory}, or choose --socket)"
+        )
 
 
 def _clear_stale_socket(path: Path) -> None:

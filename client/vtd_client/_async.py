@@ -29,7 +29,7 @@ from vtd_client._errors import (
     VtdError,
     error_from_response,
 )
-from vtd_client._paths import socket_path
+from vtd_client._paths import foreign_fallback, socket_path
 from vtd_client._types import JSON, Character, FullCharacter, FullInstance, Instance
 from vtd_client._wire import (
     Request,
@@ -226,6 +226,9 @@ class AsyncClient:
             raise TransportError("use AsyncClient as `async with AsyncClient() as client:`")
         async with self._connect_lock:
             if self._connection is None or self._connection.closed:
+                refusal = foreign_fallback(self.socket_path)
+                if refusal is not None:
+                    raise DaemonUnavailable(str(self.socket_path), refusal)
                 try:
                     stream = await anyio.connect_unix(self.socket_path)
                 except OSError as exc:

@@ -18,4 +18,26 @@ def socket_path(
         return Path(env["VTD_SOCKET"])
     if env.get("XDG_RUNTIME_DIR"):
         return Path(env["XDG_RUNTIME_DIR"]) / "vtd" / "vtd.sock"
-    return Path(f"/tmp/vtd-{os.getuid()}") / "vtd.sock"
+    return _fallback_dir() / "vtd.sock"
+
+
+def _fallback_dir() -> Path:
+    return Path(f"/tmp/vtd-{os.getuid()}")
+
+
+def foreign_fallback(path: Path) -> str | None:
+    """Why not to connect to ``path``, if it lies in a ``/tmp`` fallback dir another user made.
+
+    Anyone may create ``/tmp/vtd-$UID`` before vtd does, and put a socket
+    of their own there; the daemon refuses such a directory, and so does
+    the client.
+    """
+    if path.parent != _fallback_dir():
+        return None
+    try:
+        owner = path.parent.stat().st_uid
+    except OSError:
+        return None  # nothing there: connecting fails on its own
+    if owner == os.getuid():
+        return None
+    return f"{path.parent} belongs to uid {owner}, not to you; refusing to connect"
