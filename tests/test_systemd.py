@@ -305,6 +305,29 @@ def test_install_units_writes_exec_start(short_dir: Path) -> None:
     assert "systemctl --user" in result.stdout
 
 
+def test_install_units_refuses_a_vtd_the_system_service_cannot_see(short_dir: Path) -> None:
+    # ProtectHome=yes: a vtd in someone's home fails to start with 203/EXEC.
+    def install(exec_start: str) -> subprocess.CompletedProcess[str]:
+        return subprocess.run(
+            [
+                *(sys.executable, "-m", "vtd", "install-units"),
+                *("--dest", str(short_dir), "--exec", exec_start),
+            ],
+            capture_output=True,
+            text=True,
+            timeout=30,
+        )
+
+    refused = install("/home/alice/vtd/.venv/bin/vtd")
+    assert refused.returncode == 1
+    assert "could not run /home/alice/vtd/.venv/bin/vtd" in refused.stderr
+    assert "/opt/vtd/bin/vtd install-units" in refused.stderr
+    assert not (short_dir / "vtd.service").exists()
+    written = install("/opt/vtd/bin/vtd")
+    assert written.returncode == 0, written.stderr
+    assert "ExecStart=/opt/vtd/bin/vtd\n" in (short_dir / "vtd.service").read_text()
+
+
 @needs_analyze
 @pytest.mark.parametrize("user", [False, True], ids=["system", "user"])
 def test_units_verify_clean(short_dir: Path, user: bool) -> None:

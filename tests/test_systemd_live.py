@@ -37,6 +37,9 @@ PACKAGES = "systemd,systemd-sysv,dbus,dbus-user-session,libpam-systemd,python3,p
 USER = "alice"
 USER_ENV = "XDG_RUNTIME_DIR=/run/user/1000"
 SYSTEM_SOCKET = "/run/vtd/vtd.sock"
+CHECKOUT = f"/home/{USER}/vtd"
+README_INSTALL = "python3 -m venv .venv && .venv/bin/pip install -q -e ./client -e '.[test]'"
+SYSTEM_INSTALL = "/usr/bin/python3 -m venv /opt/vtd && /opt/vtd/bin/pip install -q ./client ."
 # Host files that let pip inside the container reach PyPI the way the host does.
 HOST_FILES = ("/etc/resolv.conf", "/etc/ssl/certs/ca-certificates.crt", "/etc/pip.conf")
 
@@ -116,7 +119,7 @@ def _chroot(*command: str) -> None:
 
 
 def _prepare_rootfs() -> None:
-    """A minimal Debian with systemd, this checkout installed in /opt/venv, no vtd state."""
+    """A minimal Debian with systemd, this checkout installed as the README says, no vtd state."""
     if not (ROOTFS / "usr/bin/systemctl").exists():
         subprocess.run(
             [
@@ -130,21 +133,27 @@ def _prepare_rootfs() -> None:
     for name in HOST_FILES:
         if Path(name).exists():
             shutil.copy(name, ROOTFS / name.lstrip("/"))
-    source = ROOTFS / "opt/vtd"
-    shutil.rmtree(source, ignore_errors=True)
+    if not (ROOTFS / f"home/{USER}").exists():
+        _chroot("useradd", "-m", USER)
+    checkout = ROOTFS / CHECKOUT.lstrip("/")
+    shutil.rmtree(checkout, ignore_errors=True)
     files = subprocess.run(
         ["git", "ls-files", "-z"], cwd=REPO, capture_output=True, check=True
     ).stdout.split(b"\0")
     for name in filter(None, files):
-        target = source / name.decode()
+        target = checkout / name.decode()
         target.parent.mkdir(parents=True, exist_ok=True)
         shutil.copy2(REPO / name.decode(), target)
-    shutil.rmtree(ROOTFS / "opt/venv", ignore_errors=True)
-    _chroot("python3", "-m", "venv", "/opt/venv")
-    _chroot("/opt/venv/bin/pip", "install", "-q", "/opt/vtd/client", "/opt/vtd")
-    _chroot("ln", "-sf", "/opt/venv/bin/vtctl", "/usr/local/bin/vtctl")
-    if not (ROOTFS / f"home/{USER}").exists():
-        _chroot("useradd", "-m", USER)
+    _chroot("chown", "-R", f"{USER}:{USER}", CHECKOUT)
+    # The user's install: the README's first command, in the user's checkout.
+    _chroot(
+        *("runuser", "-u", USER, "--", "env", f"HOME=/home/{USER}"),
+        *("sh", "-c", f"cd {CHECKOUT} && {README_INSTALL}"),
+    )
+    # The system service's install: the README's systemd section.
+    shutil.rmtree(ROOTFS / "opt/vtd", ignore_errors=True)
+    _chroot("sh", "-c", f"cd {CHECKOUT} && {SYSTEM_INSTALL}")
+    _chroot("ln", "-sf", "/opt/vtd/bin/vtctl", "/usr/local/bin/vtctl")
     linger = ROOTFS / "var/lib/systemd/linger"
     linger.mkdir(parents=True, exist_ok=True)
     (linger / USER).touch()  # the user manager starts at boot, as `loginctl enable-linger`
@@ -153,6 +162,7 @@ def _prepare_rootfs() -> None:
         "etc/systemd/system/vtd.service",
         "etc/systemd/system/sockets.target.wants/vtd.socket",
         "etc/vtd",
+        "opt/venv",
         "var/lib/private/vtd",
         f"home/{USER}/.config/systemd/user",
         f"home/{USER}/.local/share/vtd",
@@ -175,8 +185,8 @@ def container(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Container]:
 
 
 def _vtctl(container: Container, *args: str, user: bool = False) -> object:
-    socket = [] if user else ["--socket", SYSTEM_SOCKET]
-    out = container.run("vtctl", "--compact", *socket, *args, user=user).stdout
+    command = [f"{CHECKOUT}/.venv/bin/vtctl"] if user else ["vtctl", "--socket", SYSTEM_SOCKET]
+    out = container.run(*command, "--compact", *args, user=user).stdout
     return json.loads(out)
 
 
@@ -209,7 +219,11 @@ def _journal(container: Container, *, user: bool) -> str:
 
 
 def test_system_service_as_the_readme_installs_it(container: Container) -> None:
-    container.run("/opt/venv/bin/vtd", "install-units")
+    # The user's editable install in their home is refused: the sandbox hides it.
+    refused = container.run(f"{CHECKOUT}/.venv/bin/vtd", "install-units", check=False)
+    assert refused.returncode == 1
+    assert "ProtectHome=yes" in refused.stderr
+    container.run("/opt/vtd/bin/vtd", "install-units")
     container.run("systemctl", "daemon-reload")
     container.run("systemctl", "enable", "--now", "vtd.socket")
     # Socket activation: nothing runs until the first client connects.
@@ -259,7 +273,7 @@ def test_user_service_as_the_readme_installs_it(container: Container) -> None:
         timeout=30,
         message="the user manager",
     )
-    container.run("/opt/venv/bin/vtd", "install-units", "--user", user=True)
+    container.run(f"{CHECKOUT}/.venv/bin/vtd", "install-units", "--user", user=True)
     container.run("systemctl", "--user", "daemon-reload", user=True)
     container.run("systemctl", "--user", "enable", "--now", "vtd.socket", user=True)
     assert container.show("vtd.service", "ActiveState", user=True) == "inactive"

@@ -140,6 +140,28 @@ def installed_vtd() -> str:
     return f"{Path(sys.executable).resolve()} -m vtd"
 
 
+HIDDEN_FROM_SYSTEM_SERVICE = (Path("/home"), Path("/root"), Path("/run/user"))
+"""What the system unit's ``ProtectHome=yes`` hides from the service."""
+
+
+def hidden_from_system_service(exec_start: str | None) -> Path | None:
+    """A file the system service would need but could not see, if there is one.
+
+    Without ``exec_start``, that is this ``vtd``: its command, its package
+    (an editable install leaves it in the checkout) and the interpreter
+    behind its virtualenv. With it, the command it names.
+    """
+    if exec_start is None:
+        needed = [Path(installed_vtd().split()[0]), Path(__file__), Path(sys.executable)]
+    else:
+        needed = [Path(exec_start.split()[0])]
+    for path in needed:
+        resolved = path.resolve()
+        if any(resolved.is_relative_to(hidden) for hidden in HIDDEN_FROM_SYSTEM_SERVICE):
+            return resolved
+    return None
+
+
 def main(argv: Sequence[str]) -> None:
     """``vtd install-units``: write the units, and say how to enable them."""
     parser = argparse.ArgumentParser(
@@ -161,6 +183,18 @@ def main(argv: Sequence[str]) -> None:
         config_home = os.environ.get("XDG_CONFIG_HOME") or str(Path.home() / ".config")
         args.dest = (
             Path(config_home) / "systemd" / "user" if args.user else Path("/etc/systemd/system")
+        )
+    hidden = None if args.user else hidden_from_system_service(args.exec_start)
+    if hidden is not None:
+        parser.exit(
+            1,
+            f"vtd install-units: the system service could not run {hidden}: its "
+            "ProtectHome=yes hides /home, /root and /run/user. Install vtd, and the "
+            "Python it runs on, outside them, for example:\n"
+            "  sudo /usr/bin/python3 -m venv /opt/vtd\n"
+            "  sudo /opt/vtd/bin/pip install ./client .\n"
+            "  sudo /opt/vtd/bin/vtd install-units\n"
+            "or run vtd as your user: vtd install-units --user\n",
         )
     exec_start = args.exec_start or installed_vtd()
     try:
