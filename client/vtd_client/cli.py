@@ -103,11 +103,9 @@ def build_parser() -> argparse.ArgumentParser:
         ),
     )
     parser.add_argument("--version", action="version", version=f"vtctl {__version__}")
-    _add_options(parser, {"socket": None, "timeout": 30.0, "pretty": False, "compact": False})
-    # The same options after the command (vtctl ping --compact) override
-    # the ones before it, and are not set when absent.
+    _add_options(parser, after_command=False)
     options = argparse.ArgumentParser(add_help=False)
-    _add_options(options, dict.fromkeys(("socket", "timeout", "pretty", "compact"), SUPPRESS))
+    _add_options(options, after_command=True)
     commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
     def command(name: str, help: str, build: Builder, parent: Any = commands) -> Any:
@@ -260,24 +258,33 @@ def describe(exc: RpcError) -> str:
     return detail
 
 
-def _add_options(parser: argparse.ArgumentParser, defaults: dict[str, Any]) -> None:
+def _add_options(parser: argparse.ArgumentParser, *, after_command: bool) -> None:
+    """The options every command takes, before it or after it (``vtctl ping --compact``).
+
+    After the command they override the ones before it, and are not set
+    when absent, so they change nothing then.
+    """
+
+    def default(value: Any) -> Any:
+        return SUPPRESS if after_command else value
+
     parser.add_argument(
         "--socket",
-        default=defaults["socket"],
+        default=default(None),
         help="daemon socket (default: VTD_SOCKET, then the runtime dir)",
     )
     parser.add_argument(
-        "--timeout", type=float, default=defaults["timeout"], help="seconds per call (30)"
+        "--timeout", type=float, default=default(30.0), help="seconds per call (30)"
     )
     output = parser.add_mutually_exclusive_group()
     output.add_argument(
         "--pretty",
         action="store_true",
-        default=defaults["pretty"],
+        default=default(False),
         help="indent output even when piped",
     )
     output.add_argument(
-        "--compact", action="store_true", default=defaults["compact"], help="one line of output"
+        "--compact", action="store_true", default=default(False), help="one line of output"
     )
 
 
