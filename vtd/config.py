@@ -169,8 +169,22 @@ _SETTINGS = {
         "(default: $CONFIGURATION_DIRECTORY/vtd.toml or ~/.config/vtd/vtd.toml, if present)",
         "FILE",
     ),
-    "socket_path": _Setting("--socket", "VTD_SOCKET", Path, "Unix socket to listen on", "PATH"),
-    "data_dir": _Setting("--data-dir", "VTD_DATA_DIR", Path, "where the databases live", "DIR"),
+    "socket_path": _Setting(
+        "--socket",
+        "VTD_SOCKET",
+        Path,
+        "Unix socket to listen on (default: $XDG_RUNTIME_DIR/vtd/vtd.sock, "
+        "else /tmp/vtd-$UID/vtd.sock)",
+        "PATH",
+    ),
+    "data_dir": _Setting(
+        "--data-dir",
+        "VTD_DATA_DIR",
+        Path,
+        "where the databases live (default: $STATE_DIRECTORY under systemd, "
+        "else $XDG_DATA_HOME/vtd or ~/.local/share/vtd)",
+        "DIR",
+    ),
     "socket_mode": _Setting(
         "--socket-mode", "VTD_SOCKET_MODE", octal_mode, "socket file mode, octal (0600)", "MODE"
     ),
