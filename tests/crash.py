@@ -10,6 +10,7 @@ import json
 import socket
 import sqlite3
 import threading
+from contextlib import closing
 from pathlib import Path
 
 from tests.wire import DaemonProcess, call_sync, seed, wait_until
@@ -64,7 +65,7 @@ class Writer(threading.Thread):
 
 
 def integrity_ok(path: Path) -> bool:
-    with sqlite3.connect(path) as conn:
+    with closing(sqlite3.connect(path)) as conn:
         return conn.execute("PRAGMA integrity_check").fetchone()[0] == "ok"
 
 
