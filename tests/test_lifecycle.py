@@ -72,6 +72,13 @@ def test_created_directories_are_private(short_dir: Path) -> None:
         assert stat.S_IMODE((short_dir / "state" / "vtd").stat().st_mode) == 0o700
 
 
+def test_a_socket_for_a_group_gets_a_directory_the_group_can_pass(short_dir: Path) -> None:
+    sock = short_dir / "run" / "vtd.sock"
+    with DaemonProcess(sock, short_dir / "data", "--socket-mode", "0660"):
+        assert stat.S_IMODE(sock.parent.stat().st_mode) == 0o710
+        assert stat.S_IMODE(sock.stat().st_mode) == 0o660
+
+
 def test_second_daemon_on_a_live_socket_exits_and_leaves_the_first(
     daemon_process: DaemonProcess, short_dir: Path
 ) -> None:

@@ -161,6 +161,7 @@ def _prepare_rootfs() -> None:
         "etc/systemd/system/vtd.socket",
         "etc/systemd/system/vtd.service",
         "etc/systemd/system/sockets.target.wants/vtd.socket",
+        "etc/systemd/system/vtd.socket.d",
         "etc/vtd",
         "opt/venv",
         "var/lib/private/vtd",
@@ -249,6 +250,24 @@ def test_system_service_as_the_readme_installs_it(container: Container) -> None:
         lambda: "serving 1 extensions" in container.show("vtd.service", "StatusText"),
         message="the status line",
     )
+
+    # The README's drop-in lets a group in: a member connects.
+    container.run("groupadd", "-f", "vtd-users")
+    container.run("usermod", "-aG", "vtd-users", USER)
+    container.run("mkdir", "-p", "/etc/systemd/system/vtd.socket.d")
+    container.run(
+        "sh",
+        "-c",
+        "printf '[Socket]\\nSocketGroup=vtd-users\\nSocketMode=0660\\n' "
+        "> /etc/systemd/system/vtd.socket.d/group.conf",
+    )
+    container.run("systemctl", "daemon-reload")
+    container.run("systemctl", "restart", "vtd.socket")
+    member = container.run(
+        *("runuser", "-u", USER, "--", f"{CHECKOUT}/.venv/bin/vtctl"),
+        *("--compact", "--socket", SYSTEM_SOCKET, "data", "get", "tracker", "run1"),
+    )
+    assert json.loads(member.stdout) == {"hp": 57, "label": "123"}
 
     # ExecReload= re-reads the config file.
     container.run("mkdir", "-p", "/etc/vtd")

@@ -30,9 +30,14 @@ from vtd.registry import Registry
 log = logging.getLogger(__name__)
 
 
-def _ensure_socket_dir(directory: Path) -> None:
+def _ensure_socket_dir(directory: Path, socket_mode: int) -> None:
+    # Private, but passable by those the socket's mode admits (a group, say):
+    # they must reach the socket to connect to it.
+    passable = (0o010 if socket_mode & 0o060 else 0) | (0o001 if socket_mode & 0o006 else 0)
     try:
-        directory.mkdir(mode=0o700, parents=True, exist_ok=True)
+        if not directory.exists():
+            directory.mkdir(mode=0o700, parents=True, exist_ok=True)
+            directory.chmod(0o700 | passable)  # whatever the umask
         info = directory.stat()
     except OSError as exc:
         raise StartupError(
@@ -76,7 +81,7 @@ def _clear_stale_socket(path: Path) -> None:
 
 def bind_socket(path: Path, mode: int) -> socket.socket:
     """A listening Unix socket at ``path`` with file mode ``mode`` from its first moment."""
-    _ensure_socket_dir(path.parent)
+    _ensure_socket_dir(path.parent, mode)
     _clear_stale_socket(path)
     sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
     previous_umask = os.umask(0o777 & ~mode)

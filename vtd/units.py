@@ -31,7 +31,8 @@ ListenStream=%t/vtd/vtd.sock
 # service shared by a group, add a drop-in (systemctl edit vtd.socket) with
 # SocketGroup=<group> and SocketMode=0660.
 SocketMode=0600
-DirectoryMode=0700
+# The directory only lets clients reach the socket; its mode above decides.
+DirectoryMode=0755
 RemoveOnStop=yes
 
 [Install]
