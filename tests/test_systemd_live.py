@@ -95,6 +95,14 @@ class Container:
             raise AssertionError(f"{command} exited {result.returncode}: {result.stderr}")
         return result
 
+    def start(self, *command: str) -> subprocess.Popen[bytes]:
+        """Start ``command`` in the container as root, without waiting for it."""
+        return subprocess.Popen(
+            ["nsenter", "-t", str(self.init_pid), "-a", *command],
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+        )
+
     def show(self, unit: str, prop: str, *, user: bool = False) -> str:
         scope = ["--user"] if user else []
         return self.run(
@@ -162,6 +170,7 @@ def _prepare_rootfs() -> None:
         "etc/systemd/system/vtd.service",
         "etc/systemd/system/sockets.target.wants/vtd.socket",
         "etc/systemd/system/vtd.socket.d",
+        "etc/systemd/system/vtd.service.d",
         "etc/vtd",
         "opt/venv",
         "var/lib/private/vtd",
@@ -206,6 +215,64 @@ def _restarted_after_sigkill(container: Container, *, user: bool) -> None:
     assert container.show("vtd.service", "NRestarts", user=user) == "1"
 
 
+def _restarted_by_the_watchdog_when_a_commit_hangs(container: Container) -> None:
+    # Another process holds the database's write lock, as a hung disk would
+    # hold a commit: vtd stops its watchdog pings and systemd restarts it.
+    container.run("mkdir", "-p", "/etc/systemd/system/vtd.service.d")
+    container.run(
+        "sh",
+        "-c",
+        "printf '[Service]\\nWatchdogSec=4s\\n' > /etc/systemd/system/vtd.service.d/wd.conf",
+    )
+    container.run("systemctl", "daemon-reload")
+    container.run("systemctl", "restart", "vtd.service")
+    before = container.show("vtd.service", "MainPID")
+    database = "/var/lib/private/vtd/extensions/tracker.sqlite3"
+    release = "/run/vtd-test-release"
+    # The holder lets go when told (killing nsenter would leave its child holding).
+    holder = container.start(
+        "/opt/vtd/bin/python",
+        "-c",
+        "import os, sqlite3, time\n"
+        f"c = sqlite3.connect('{database}')\n"
+        "c.execute('BEGIN EXCLUSIVE')\n"
+        f"while not os.path.exists('{release}'): time.sleep(0.05)\n",
+    )
+    probe = f"import sqlite3; sqlite3.connect('{database}', timeout=0).execute('BEGIN IMMEDIATE')"
+    try:
+        wait_until(
+            lambda: container.run("/opt/vtd/bin/python", "-c", probe, check=False).returncode,
+            timeout=30,
+            message="the write lock to be held",
+        )
+        stuck = container.start(
+            *("vtctl", "--socket", SYSTEM_SOCKET, "--timeout", "60"),
+            *("data", "set", "tracker", "run1", "hp", "0"),
+        )
+        wait_until(
+            lambda: "Watchdog timeout" in _journal(container, user=False),
+            timeout=60,
+            message="systemd's watchdog to fire",
+        )
+    finally:
+        container.run("touch", release)
+        holder.wait(30)
+        container.run("rm", release)
+    assert stuck.wait(60) == 3  # the connection dropped: the write was never acknowledged
+    assert "writer stuck" in _journal(container, user=False)
+
+    def serving_again() -> bool:
+        pid = container.show("vtd.service", "MainPID")
+        ping = container.run("vtctl", "--socket", SYSTEM_SOCKET, "ping", check=False)
+        return pid not in ("0", before) and ping.returncode == 0
+
+    wait_until(serving_again, timeout=60, message="the restarted vtd to answer")
+    _vtctl(container, "data", "set", "tracker", "run1", "hp", "58")
+    assert _vtctl(container, "data", "get", "tracker", "run1") == {"hp": 58, "label": "123"}
+    container.run("rm", "-r", "/etc/systemd/system/vtd.service.d")
+    container.run("systemctl", "daemon-reload")
+
+
 def _seed_and_read(container: Container, *, user: bool) -> None:
     _vtctl(container, "ext", "register", "tracker", user=user)
     _vtctl(container, "char", "set", "tracker", "alice", "--name", "Alice", user=user)
@@ -215,8 +282,10 @@ def _seed_and_read(container: Container, *, user: bool) -> None:
 
 
 def _journal(container: Container, *, user: bool) -> str:
+    """vtd.service's log since this boot (the journal keeps earlier runs' too)."""
     scope = ["--user"] if user else []
-    return container.run("journalctl", *scope, "-u", "vtd.service", "--no-pager", user=user).stdout
+    command = ["journalctl", *scope, "-b", "-u", "vtd.service", "--no-pager"]
+    return container.run(*command, user=user).stdout
 
 
 def test_system_service_as_the_readme_installs_it(container: Container) -> None:
@@ -279,6 +348,8 @@ def test_system_service_as_the_readme_installs_it(container: Container) -> None:
     _restarted_after_sigkill(container, user=False)
     data = _vtctl(container, "data", "get", "tracker", "run1")
     assert data == {"hp": 57, "label": "123"}
+
+    _restarted_by_the_watchdog_when_a_commit_hangs(container)
 
     container.run("systemctl", "stop", "vtd.service", "vtd.socket")
     assert container.show("vtd.service", "Result") == "success"
