@@ -92,6 +92,25 @@ def test_second_daemon_on_a_live_socket_exits_and_leaves_the_first(
     assert call_sync(daemon_process.socket_path, "probe")["ok"] is True
 
 
+def test_a_second_daemon_on_the_same_data_dir_exits_and_leaves_the_first(
+    daemon_process: DaemonProcess, short_dir: Path
+) -> None:
+    assert daemon_process.process is not None
+    second = DaemonProcess(short_dir / "second.sock", daemon_process.data_dir)
+    second.start(wait=False)
+    assert second.wait() != 0
+    err = second.stderr()
+    assert f"another vtd (pid {daemon_process.process.pid}) is using the data dir" in err
+    assert len(err.strip().splitlines()) == 1
+    assert not (short_dir / "second.sock").exists()
+    assert call_sync(daemon_process.socket_path, "probe")["ok"] is True
+    # The lock goes with the process, however it ends.
+    daemon_process.kill()
+    second.start()
+    assert call_sync(second.socket_path, "probe")["ok"] is True
+    assert second.stop() == 0
+
+
 def test_stale_socket_file_is_replaced(short_dir: Path) -> None:
     path = short_dir / "vtd.sock"
     stale = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)

@@ -9,11 +9,13 @@ socket file removed last (unless systemd owns it).
 
 from __future__ import annotations
 
+import fcntl
 import logging
 import os
 import resource
 import signal
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 import anyio
@@ -55,6 +57,35 @@ def prepare_data_dir(path: Path) -> None:
         raise StartupError(f"the data dir {path} is not a directory")
     if not os.access(path, os.W_OK | os.X_OK):
         raise StartupError(f"the data dir {path} is not writable")
+
+
+@contextmanager
+def data_dir_held(path: Path) -> Iterator[None]:
+    """Hold the data dir for this process alone while the context lasts.
+
+    Two daemons on one data dir would each keep their own registrations and
+    their own writer per database. The lock is the kernel's (``flock``), so
+    it goes with the process however that ends: a crash leaves nothing stale.
+    """
+    lock_path = path / "vtd.lock"
+    try:
+        fd = os.open(lock_path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
+    except OSError as exc:
+        raise StartupError(f"cannot open {lock_path}: {exc.strerror}") from None
+    try:
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            holder = os.pread(fd, 32, 0).decode(errors="replace").strip() or "unknown"
+            raise StartupError(
+                f"another vtd (pid {holder}) is using the data dir {path}; stop it, or "
+                "choose another --data-dir"
+            ) from None
+        os.ftruncate(fd, 0)
+        os.pwrite(fd, f"{os.getpid()}\n".encode(), 0)
+        yield
+    finally:
+        os.close(fd)
 
 
 def raise_open_file_limit() -> int:
@@ -100,34 +131,35 @@ async def run(
     """
     notifier = Notifier(os.environ)
     prepare_data_dir(config.data_dir)
-    open_files = raise_open_file_limit()
-    if open_files < config.max_connections + 64:
-        log.warning(
-            "the open-file limit (%d) is below --max-connections (%d) plus room for databases",
-            open_files,
-            config.max_connections,
-        )
-    socket_file: _SocketFile | None = None
-    if config.socket_path is None:
-        raw = inherited_socket(os.environ)
-        if raw is None:
-            raise StartupError("no socket path was given and systemd passed no socket")
-        where = f"the socket passed by systemd ({raw.getsockname() or 'unnamed'})"
-    else:
-        raw = bind_socket(config.socket_path, config.socket_mode)
-        socket_file = _SocketFile(config.socket_path)
-        where = str(config.socket_path)
-    try:
-        listener = await SocketListener.from_socket(raw)
-        async with open_registry(config.data_dir) as registry:
-            await _serve(
-                config, listener, registry, notifier, where, handle_signals, reload, task_status
+    with data_dir_held(config.data_dir):
+        open_files = raise_open_file_limit()
+        if open_files < config.max_connections + 64:
+            log.warning(
+                "the open-file limit (%d) is below --max-connections (%d) plus room for databases",
+                open_files,
+                config.max_connections,
             )
-    finally:
-        if socket_file is not None:
-            socket_file.remove()
-        notifier.close()
-    log.info("stopped")
+        socket_file: _SocketFile | None = None
+        if config.socket_path is None:
+            raw = inherited_socket(os.environ)
+            if raw is None:
+                raise StartupError("no socket path was given and systemd passed no socket")
+            where = f"the socket passed by systemd ({raw.getsockname() or 'unnamed'})"
+        else:
+            raw = bind_socket(config.socket_path, config.socket_mode)
+            socket_file = _SocketFile(config.socket_path)
+            where = str(config.socket_path)
+        try:
+            listener = await SocketListener.from_socket(raw)
+            async with open_registry(config.data_dir) as registry:
+                await _serve(
+                    config, listener, registry, notifier, where, handle_signals, reload, task_status
+                )
+        finally:
+            if socket_file is not None:
+                socket_file.remove()
+            notifier.close()
+        log.info("stopped")
 
 
 async def _serve(
