@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import errno
 import itertools
 import os
 from datetime import UTC, datetime
@@ -158,6 +159,18 @@ def test_daemon_unavailable_names_the_socket(short_dir) -> None:
         client.ping()
     assert str(path) in str(caught.value)
     assert "vtd" in str(caught.value)
+
+
+def test_a_socket_that_keeps_this_user_out_says_how_to_get_in() -> None:
+    # Root passes file modes, so the refusal itself is seen in the live systemd test.
+    denied = PermissionError(errno.EACCES, "Permission denied")
+    message = str(DaemonUnavailable.from_os_error("/run/vtd/vtd.sock", denied))
+    assert "Permission denied" in message
+    assert "--socket-mode 0660" in message
+    assert "SocketGroup=" in message
+    assert "Is the daemon running?" not in message
+    missing = FileNotFoundError(errno.ENOENT, "No such file or directory")
+    assert "Is the daemon running?" in str(DaemonUnavailable.from_os_error("/x.sock", missing))
 
 
 def test_busy_when_the_daemon_is_full(short_dir) -> None:

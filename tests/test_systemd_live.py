@@ -329,7 +329,15 @@ def test_system_service_as_the_readme_installs_it(container: Container) -> None:
         message="the status line",
     )
 
-    # The README's drop-in lets a group in: a member connects.
+    # The README's drop-in lets a group in: refused before, a member connects after.
+    outsider = container.run(
+        *("runuser", "-u", USER, "--", f"{CHECKOUT}/.venv/bin/vtctl"),
+        *("--socket", SYSTEM_SOCKET, "ping"),
+        check=False,
+    )
+    assert outsider.returncode == 3
+    assert "Permission denied" in outsider.stderr
+    assert "SocketGroup=" in outsider.stderr
     container.run("groupadd", "-f", "vtd-users")
     container.run("usermod", "-aG", "vtd-users", USER)
     container.run("mkdir", "-p", "/etc/systemd/system/vtd.socket.d")

@@ -22,6 +22,7 @@ from anyio.streams.buffered import BufferedByteReceiveStream
 from vtd_client import _calls as calls
 from vtd_client._calls import Call
 from vtd_client._errors import (
+    FOREIGN_HINT,
     CallTimeout,
     ConnectionLost,
     DaemonUnavailable,
@@ -228,13 +229,11 @@ class AsyncClient:
             if self._connection is None or self._connection.closed:
                 refusal = foreign_fallback(self.socket_path)
                 if refusal is not None:
-                    raise DaemonUnavailable(str(self.socket_path), refusal)
+                    raise DaemonUnavailable(str(self.socket_path), refusal, FOREIGN_HINT)
                 try:
                     stream = await anyio.connect_unix(self.socket_path)
                 except OSError as exc:
-                    raise DaemonUnavailable(
-                        str(self.socket_path), exc.strerror or str(exc)
-                    ) from exc
+                    raise DaemonUnavailable.from_os_error(str(self.socket_path), exc) from exc
                 self._connection = _Connection(stream)
                 self._tg.start_soon(self._connection.read_answers)
             return self._connection

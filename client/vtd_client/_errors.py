@@ -8,6 +8,7 @@ built by ``error_from_response`` from the error object on the wire.
 
 from __future__ import annotations
 
+import errno
 from typing import Any
 
 
@@ -19,17 +20,33 @@ class TransportError(VtdError):
     """The daemon could not be reached, or the connection failed mid-call."""
 
 
-class DaemonUnavailable(TransportError):
-    """Nothing answers on the socket; the message names the path that was tried."""
+START_HINT = (
+    "Is the daemon running? Start it with `vtd` (or `systemctl --user start vtd.socket`), "
+    "or point the client at its socket (socket=, vtctl --socket, or VTD_SOCKET)."
+)
+DENIED_HINT = (
+    "The socket's mode keeps this user out: connect as the daemon's user, or let a "
+    "group in (vtd --socket-mode 0660, or SocketGroup= in a drop-in for vtd.socket)."
+)
+FOREIGN_HINT = (
+    "Remove that directory if nobody you trust made it, or point the client at "
+    "vtd's socket (socket=, vtctl --socket, or VTD_SOCKET)."
+)
 
-    def __init__(self, socket_path: str, reason: str) -> None:
-        super().__init__(
-            f"cannot connect to vtd at {socket_path}: {reason}. Is the daemon running? "
-            "Start it with `vtd` (or `systemctl --user start vtd.socket`), or point "
-            "the client at its socket (socket=, vtctl --socket, or VTD_SOCKET)."
-        )
+
+class DaemonUnavailable(TransportError):
+    """Nothing answers on the socket; the message names the path, why, and what to do."""
+
+    def __init__(self, socket_path: str, reason: str, hint: str = START_HINT) -> None:
+        super().__init__(f"cannot connect to vtd at {socket_path}: {reason}. {hint}")
         self.socket_path = socket_path
         self.reason = reason
+
+    @classmethod
+    def from_os_error(cls, socket_path: str, exc: OSError) -> DaemonUnavailable:
+        """The error for a failed connect: what to do depends on why it failed."""
+        denied = exc.errno in (errno.EACCES, errno.EPERM)
+        return cls(socket_path, exc.strerror or str(exc), DENIED_HINT if denied else START_HINT)
 
 
 class ConnectionLost(TransportError):

@@ -13,7 +13,13 @@ from typing import Any, TypeVar
 
 from vtd_client import _calls as calls
 from vtd_client._calls import Call
-from vtd_client._errors import CallTimeout, ConnectionLost, DaemonUnavailable, ProtocolError
+from vtd_client._errors import (
+    FOREIGN_HINT,
+    CallTimeout,
+    ConnectionLost,
+    DaemonUnavailable,
+    ProtocolError,
+)
 from vtd_client._paths import foreign_fallback, socket_path
 from vtd_client._types import JSON, Character, FullCharacter, FullInstance, Instance
 from vtd_client._wire import (
@@ -145,14 +151,14 @@ class Client:
         if self._sock is None:
             refusal = foreign_fallback(self.socket_path)
             if refusal is not None:
-                raise DaemonUnavailable(str(self.socket_path), refusal)
+                raise DaemonUnavailable(str(self.socket_path), refusal, FOREIGN_HINT)
             sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
             sock.settimeout(self.timeout)
             try:
                 sock.connect(str(self.socket_path))
             except OSError as exc:
                 sock.close()
-                raise DaemonUnavailable(str(self.socket_path), exc.strerror or str(exc)) from exc
+                raise DaemonUnavailable.from_os_error(str(self.socket_path), exc) from exc
             self._sock = sock
         return self._sock
 
