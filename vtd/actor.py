@@ -221,22 +221,14 @@ class WriterActor:
                             batch.append(self._receive.receive_nowait())
                         except (anyio.WouldBlock, anyio.EndOfStream):
                             break
-                    self.busy_since = anyio.current_time()
                     try:
-                        with anyio.CancelScope(shield=True):
-                            await worker.run(
-                                partial(self._apply, batch), then=partial(_finish_all, batch)
-                            )
+                        await self._busy(
+                            worker, partial(self._apply, batch), then=partial(_finish_all, batch)
+                        )
                     finally:
-                        self.busy_since = None
                         _finish_all(batch)  # if the worker could not
                     if self._wal_outgrown():
-                        self.busy_since = anyio.current_time()
-                        try:
-                            with anyio.CancelScope(shield=True):
-                                await worker.run(self._finish_checkpoint)
-                        finally:
-                            self.busy_since = None
+                        await self._busy(worker, self._finish_checkpoint)
                     self._checkpoint_if_due()
         finally:
             self.opened.set()
@@ -244,6 +236,17 @@ class WriterActor:
                 await worker.run(self._close_connection)
             worker.stop()
             self.stopped.set()
+
+    async def _busy(
+        self, worker: Worker, function: Callable[[], None], then: Callable[[], None] | None = None
+    ) -> None:
+        """Run ``function`` to its end on the writer's thread, counted as busy by the watchdog."""
+        self.busy_since = anyio.current_time()
+        try:
+            with anyio.CancelScope(shield=True):
+                await worker.run(function, then=then)
+        finally:
+            self.busy_since = None
 
     def _checkpoint_if_due(self) -> None:
         # The worker is idle between batches: the connection may be read here.
