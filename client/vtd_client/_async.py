@@ -22,7 +22,6 @@ from anyio.streams.buffered import BufferedByteReceiveStream
 from vtd_client import _calls as calls
 from vtd_client._calls import Call
 from vtd_client._errors import (
-    FOREIGN_HINT,
     CallTimeout,
     ConnectionLost,
     DaemonUnavailable,
@@ -30,7 +29,7 @@ from vtd_client._errors import (
     VtdError,
     error_from_response,
 )
-from vtd_client._paths import foreign_fallback, socket_path
+from vtd_client._paths import refuse_foreign_fallback, socket_path
 from vtd_client._types import JSON, Character, FullCharacter, FullInstance, Instance
 from vtd_client._wire import (
     Request,
@@ -227,9 +226,7 @@ class AsyncClient:
             raise TransportError("use AsyncClient as `async with AsyncClient() as client:`")
         async with self._connect_lock:
             if self._connection is None or self._connection.closed:
-                refusal = foreign_fallback(self.socket_path)
-                if refusal is not None:
-                    raise DaemonUnavailable(str(self.socket_path), refusal, FOREIGN_HINT)
+                refuse_foreign_fallback(self.socket_path)
                 try:
                     stream = await anyio.connect_unix(self.socket_path)
                 except OSError as exc:

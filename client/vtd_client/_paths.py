@@ -6,6 +6,8 @@ import os
 from collections.abc import Mapping
 from pathlib import Path
 
+from vtd_client._errors import FOREIGN_HINT, DaemonUnavailable
+
 
 def socket_path(
     explicit: str | os.PathLike[str] | None = None, env: Mapping[str, str] | None = None
@@ -25,19 +27,22 @@ def _fallback_dir() -> Path:
     return Path(f"/tmp/vtd-{os.getuid()}")
 
 
-def foreign_fallback(path: Path) -> str | None:
-    """Why not to connect to ``path``, if it lies in a ``/tmp`` fallback dir another user made.
+def refuse_foreign_fallback(path: Path) -> None:
+    """Raise ``DaemonUnavailable`` if ``path`` lies in a ``/tmp`` fallback dir another user made.
 
     Anyone may create ``/tmp/vtd-$UID`` before vtd does, and put a socket
     of their own there; the daemon refuses such a directory, and so does
     the client.
     """
     if path.parent != _fallback_dir():
-        return None
+        return
     try:
         owner = path.parent.stat().st_uid
     except OSError:
-        return None  # nothing there: connecting fails on its own
-    if owner == os.getuid():
-        return None
-    return f"{path.parent} belongs to uid {owner}, not to you; refusing to connect"
+        return  # nothing there: connecting fails on its own
+    if owner != os.getuid():
+        raise DaemonUnavailable(
+            str(path),
+            f"{path.parent} belongs to uid {owner}, not to you; refusing to connect",
+            FOREIGN_HINT,
+        )

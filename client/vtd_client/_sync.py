@@ -14,13 +14,12 @@ from typing import Any, TypeVar
 from vtd_client import _calls as calls
 from vtd_client._calls import Call
 from vtd_client._errors import (
-    FOREIGN_HINT,
     CallTimeout,
     ConnectionLost,
     DaemonUnavailable,
     ProtocolError,
 )
-from vtd_client._paths import foreign_fallback, socket_path
+from vtd_client._paths import refuse_foreign_fallback, socket_path
 from vtd_client._types import JSON, Character, FullCharacter, FullInstance, Instance
 from vtd_client._wire import (
     Request,
@@ -149,9 +148,7 @@ class Client:
         if self._sock is not None and self._hung_up(self._sock):
             self.close()  # dropped while idle (a daemon restart): reopen, nothing was lost
         if self._sock is None:
-            refusal = foreign_fallback(self.socket_path)
-            if refusal is not None:
-                raise DaemonUnavailable(str(self.socket_path), refusal, FOREIGN_HINT)
+            refuse_foreign_fallback(self.socket_path)
             sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
             sock.settimeout(self.timeout)
             try:
