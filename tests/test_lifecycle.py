@@ -79,16 +79,20 @@ def test_a_socket_for_a_group_gets_a_directory_the_group_can_pass(short_dir: Pat
         assert stat.S_IMODE(sock.stat().st_mode) == 0o660
 
 
+def _refused_start(daemon: DaemonProcess) -> str:
+    """Start a daemon that must refuse to: it exits 1 saying why in one line; answer the line."""
+    daemon.start(wait=False)
+    assert daemon.wait() == 1
+    err = daemon.stderr().strip()
+    assert len(err.splitlines()) == 1, err
+    return err
+
+
 def test_second_daemon_on_a_live_socket_exits_and_leaves_the_first(
     daemon_process: DaemonProcess, short_dir: Path
 ) -> None:
     second = DaemonProcess(daemon_process.socket_path, short_dir / "other")
-    second.start(wait=False)
-    status = second.wait()
-    err = second.stderr()
-    assert status != 0
-    assert "already listening" in err
-    assert len(err.strip().splitlines()) == 1
+    assert "already listening" in _refused_start(second)
     assert call_sync(daemon_process.socket_path, "probe")["ok"] is True
 
 
@@ -97,11 +101,8 @@ def test_a_second_daemon_on_the_same_data_dir_exits_and_leaves_the_first(
 ) -> None:
     assert daemon_process.process is not None
     second = DaemonProcess(short_dir / "second.sock", daemon_process.data_dir)
-    second.start(wait=False)
-    assert second.wait() != 0
-    err = second.stderr()
+    err = _refused_start(second)
     assert f"another vtd (pid {daemon_process.process.pid}) is using the data dir" in err
-    assert len(err.strip().splitlines()) == 1
     assert not (short_dir / "second.sock").exists()
     assert call_sync(daemon_process.socket_path, "probe")["ok"] is True
     # The lock goes with the process, however it ends.
@@ -124,9 +125,7 @@ def test_a_path_that_is_not_a_socket_is_never_deleted(short_dir: Path) -> None:
     path = short_dir / "precious.txt"
     path.write_text("keep me")
     daemon = DaemonProcess(path, short_dir / "data")
-    daemon.start(wait=False)
-    assert daemon.wait() != 0
-    assert "not a socket" in daemon.stderr()
+    assert "not a socket" in _refused_start(daemon)
     assert path.read_text() == "keep me"
 
 
@@ -135,10 +134,7 @@ def test_a_socket_directory_others_may_write_is_refused(short_dir: Path) -> None
     shared.mkdir()
     shared.chmod(0o777)  # as /tmp/vtd-$UID would be if another user made it first
     daemon = DaemonProcess(shared / "vtd.sock", short_dir / "data")
-    daemon.start(wait=False)
-    assert daemon.wait() != 0
-    assert "writable by other users" in daemon.stderr()
-    assert len(daemon.stderr().strip().splitlines()) == 1
+    assert "writable by other users" in _refused_start(daemon)
     assert not (shared / "vtd.sock").exists()
 
 
@@ -149,9 +145,7 @@ def test_a_socket_directory_of_another_user_is_refused(short_dir: Path) -> None:
         pytest.skip("giving a directory to another user needs root")
     os.chown(theirs, 4321, 4321)
     daemon = DaemonProcess(theirs / "vtd.sock", short_dir / "data")
-    daemon.start(wait=False)
-    assert daemon.wait() != 0
-    assert "belongs to uid 4321" in daemon.stderr()
+    assert "belongs to uid 4321" in _refused_start(daemon)
 
 
 def test_a_sticky_world_writable_directory_is_accepted(short_dir: Path) -> None:
@@ -220,11 +214,7 @@ def test_unwritable_data_dir_is_one_line_and_nonzero(short_dir: Path) -> None:
     blocker = short_dir / "file"
     blocker.write_text("")
     daemon = DaemonProcess(short_dir / "s.sock", blocker / "data")
-    daemon.start(wait=False)
-    assert daemon.wait() == 1
-    err = daemon.stderr().strip()
-    assert len(err.splitlines()) == 1
-    assert "data dir" in err
+    assert "data dir" in _refused_start(daemon)
 
 
 def test_sigterm_answers_the_requests_in_flight_and_keeps_them(
