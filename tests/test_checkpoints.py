@@ -61,11 +61,14 @@ def test_steady_writes_reach_the_database_file_and_keep_the_wal_small(
     )
 
 
-def test_the_wal_stays_bounded_while_writes_never_pause(
+def test_the_wal_stays_bounded_while_writes_never_pause_with_reads_between(
     daemon_process: DaemonProcess,
 ) -> None:
     # Four clients keep the writer busy without a gap, so a checkpoint beside
     # it never finds the WAL idle; the WAL must still be reset and trimmed.
+    # A fifth keeps reading, so the event loop's shared read snapshot is
+    # taken whenever the writer is idle: it must not keep the WAL from
+    # starting over, nor hide a commit from the next read.
     path = daemon_process.socket_path
     with Client(path, timeout=60) as client:
         client.register("busy")
@@ -76,6 +79,18 @@ def test_the_wal_stays_bounded_while_writes_never_pause(
                 for n in range(100)
             ]
         )
+    writing = threading.Event()
+    reads: list[tuple[int, object]] = []  # (value written and acknowledged, value read next)
+
+    def read() -> None:
+        with Client(path, timeout=60) as client:
+            busy = client.extension("busy")
+            n = 0
+            while writing.is_set():
+                n += 1
+                busy.set_data_key("i0", "counter", n)
+                reads.append((n, busy.get_data_key("i0", "counter")))
+
     value = "v" * 8192
     written = 4 * 24 * 128 * len(value)  # 96 MiB of values
 
@@ -97,11 +112,18 @@ def test_the_wal_stays_bounded_while_writes_never_pause(
                     ]
                 )
 
+    writing.set()
+    reading = threading.Thread(target=read)
+    reading.start()
     workers = [threading.Thread(target=write, args=(n,)) for n in range(4)]
     for worker in workers:
         worker.start()
     for worker in workers:
         worker.join()
+    writing.clear()
+    reading.join()
+    assert reads, "the reader read nothing"
+    assert [read for written, read in reads] == [written for written, read in reads]
 
     database = daemon_process.data_dir / "extensions" / "busy.sqlite3"
     wal = database.with_name(database.name + "-wal")
@@ -109,5 +131,7 @@ def test_the_wal_stays_bounded_while_writes_never_pause(
     with Client(path) as client:
         busy = client.extension("busy")
         stored = [v for n in range(100) for v in busy.get_data(f"i{n}").values()]
-    assert len(stored) == 4 * 24 * 128  # every write acknowledged is there
-    assert set(stored) == {value}
+        last = reads[-1][0]
+        assert busy.get_data_key("i0", "counter") == last
+    assert len(stored) == 4 * 24 * 128 + 1  # every write acknowledged is there
+    assert set(stored) == {value, last}

@@ -106,3 +106,26 @@ async def test_a_read_cut_short_leaves_no_old_snapshot_behind(tmp_path: Path) ->
     finally:
         reader.close()
         writer.close()
+
+
+async def test_reads_share_a_snapshot_only_while_the_writer_says_it_is_idle(
+    tmp_path: Path,
+) -> None:
+    path = tmp_path / "wal.sqlite3"
+    writer = _large_table(path)
+    writer.execute("UPDATE t SET x = 1 WHERE rowid = 1")
+    reader = Reader("test", path)
+    try:
+        reader.writer_idle()
+        assert reader.run_now(_first_x) == 1
+        writer.execute("UPDATE t SET x = 2 WHERE rowid = 1")  # unannounced: not seen
+        assert reader.run_now(_first_x) == 1
+        reader.writer_busy()  # as vtd's writer does before each batch
+        assert reader.run_now(_first_x) == 2
+        writer.execute("UPDATE t SET x = 3 WHERE rowid = 1")
+        assert reader.run_now(_first_x) == 3  # while it is busy, every read looks afresh
+        reader.writer_idle()
+        assert reader.run_now(_first_x) == 3
+    finally:
+        reader.close()
+        writer.close()

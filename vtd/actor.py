@@ -18,6 +18,10 @@ only once every frame in it has been copied: so when the WAL outgrows
 ``WAL_LIMIT`` the actor finishes the checkpoint itself between two
 batches (little is left to copy by then), and the next commit starts the
 WAL over and trims the file back to ``WAL_LIMIT``.
+
+Given ``writing`` and ``idle``, the actor says when it is about to change
+the file and when it has nothing in progress, so that readers may share a
+snapshot in between (``vtd.readers``).
 """
 
 from __future__ import annotations
@@ -133,11 +137,6 @@ class PendingWrite(Generic[T]):
         return self.outcome()
 
 
-def _finish_all(batch: list[PendingWrite[Any]]) -> None:
-    for pending in batch:
-        pending._finish()
-
-
 class WriterActor:
     """Applies jobs to one database file, in order, with group commit.
 
@@ -146,7 +145,10 @@ class WriterActor:
     open is retried before each later batch, so a fault that goes away (a full
     disk that gets space) heals without a restart. ``checkpoint``, if given,
     is called on the event loop's thread to ask for a WAL checkpoint done
-    elsewhere; it must not wait.
+    elsewhere; it must not wait. ``writing`` and ``idle`` are called on that
+    thread too: before the actor may change the file (a batch, or closing
+    it), and once it has nothing in progress (its file open, or a batch
+    done, before the batch's callers are told).
     """
 
     def __init__(
@@ -157,6 +159,8 @@ class WriterActor:
         *,
         after: anyio.Event | None = None,
         checkpoint: Callable[[], None] | None = None,
+        writing: Callable[[], None] = lambda: None,
+        idle: Callable[[], None] = lambda: None,
     ) -> None:
         self.name = name
         self.path = path
@@ -167,6 +171,8 @@ class WriterActor:
         self._migrate = migrate
         self._after = after
         self._checkpoint = checkpoint
+        self._writing = writing
+        self._idle = idle
         self._changes_at_checkpoint = 0
         self._conn: sqlite3.Connection | None = None
         self._wal = path.with_name(path.name + "-wal")
@@ -212,6 +218,7 @@ class WriterActor:
                 await self._after.wait()
             with anyio.CancelScope(shield=True):
                 await worker.run(self._try_open)
+            self._idle()
             self.opened.set()
             async with self._receive:
                 async for first in self._receive:
@@ -221,21 +228,28 @@ class WriterActor:
                             batch.append(self._receive.receive_nowait())
                         except (anyio.WouldBlock, anyio.EndOfStream):
                             break
+                    self._writing()
                     try:
                         await self._busy(
-                            worker, partial(self._apply, batch), then=partial(_finish_all, batch)
+                            worker, partial(self._apply, batch), then=partial(self._done, batch)
                         )
                     finally:
-                        _finish_all(batch)  # if the worker could not
+                        self._done(batch)  # if the worker could not
                     if self._wal_outgrown():
                         await self._busy(worker, self._finish_checkpoint)
                     self._checkpoint_if_due()
         finally:
             self.opened.set()
+            self._writing()  # closing the file may checkpoint it and remove the WAL
             with anyio.CancelScope(shield=True):
                 await worker.run(self._close_connection)
             worker.stop()
             self.stopped.set()
+
+    def _done(self, batch: list[PendingWrite[Any]]) -> None:
+        self._idle()  # before the callers are told: the reads they send next see the commit
+        for pending in batch:
+            pending._finish()
 
     async def _busy(
         self, worker: Worker, function: Callable[[], None], then: Callable[[], None] | None = None

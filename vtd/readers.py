@@ -18,6 +18,15 @@ one huge instance never stalls every other client. ``run`` runs a query on the r
 ``Worker`` thread, for reads that may be large or must wait; reads that
 queue up there run back to back and are answered together.
 
+While the writer is idle (it says so: ``writer_idle``), nothing can change
+the file, so the event loop's reads share one read transaction instead of
+each taking and releasing SQLite's WAL read lock (two ``fcntl`` calls): in
+three alternating pairs of runs, point reads on 16 connections went 5-21%
+faster. The writer ends that snapshot (``writer_busy``) before each batch,
+so every read after a commit sees it, and so that no snapshot held on
+keeps SQLite from starting the WAL over. A reader the writer never told
+about keeps no snapshot.
+
 The same thread checkpoints the WAL when the writer asks (``checkpoint_soon``),
 with a connection of its own: the writer's commits go on meanwhile.
 """
@@ -65,8 +74,12 @@ class _Connection:
         self._max_ticks = None if max_steps is None else max_steps // _STEPS_PER_TICK
         self._ticks = 0
 
-    def use(self, work: Callable[[sqlite3.Connection], T]) -> T:
-        """Run ``work`` on the connection; a connection that failed may be broken: close it."""
+    def use(self, work: Callable[[sqlite3.Connection], T], *, hold: bool = False) -> T:
+        """Run ``work`` on the connection; a connection that failed may be broken: close it.
+
+        With ``hold``, ``work`` runs in a read transaction left open after it,
+        for the next ``use`` to share, until ``end_transaction``.
+        """
         if self._conn is None:
             self._conn = schema.connect(self._path, **self._options)
             if self._max_ticks is not None:
@@ -76,17 +89,21 @@ class _Connection:
                 self._conn.set_progress_handler(self._tick, _STEPS_PER_TICK)
         self._ticks = 0
         try:
+            if hold and not self._conn.in_transaction:
+                self._conn.execute("BEGIN")
             return work(self._conn)
         except sqlite3.Error as exc:
             if _would_wait(exc):
-                self._end_transaction()
+                # An interrupted read may leave its transaction open (its
+                # ROLLBACK can be interrupted too); the next read must not
+                # reuse its old snapshot.
+                self.end_transaction()
             else:
                 self.close()
             raise
 
-    def _end_transaction(self) -> None:
-        # An interrupted read may leave its transaction open (its ROLLBACK can
-        # be interrupted too); the next read must not reuse its old snapshot.
+    def end_transaction(self) -> None:
+        """End the read transaction left open, if any: the next ``use`` takes a new snapshot."""
         if self._conn is not None and self._conn.in_transaction:
             self._ticks = 0  # room for the ROLLBACK's few steps
             self._conn.execute("ROLLBACK")
@@ -114,6 +131,7 @@ class Reader:
         )
         self._checkpoints = _Connection(path)  # the worker thread's, writable
         self._checkpoint_queued = False
+        self._share_snapshot = False  # set while the writer says it is idle
 
     async def run(self, query: Callable[[sqlite3.Connection], T]) -> T:
         """Run ``query`` on the worker's connection and return its result."""
@@ -122,11 +140,24 @@ class Reader:
     def run_now(self, query: Callable[[sqlite3.Connection], T]) -> T:
         """Run ``query`` on this thread, or raise ``MustWait`` if it must wait or runs long."""
         try:
-            return self._reads_now.use(query)
+            return self._reads_now.use(query, hold=self._share_snapshot)
         except sqlite3.OperationalError as exc:
             if _would_wait(exc):
                 raise MustWait from exc
             raise
+
+    def writer_idle(self) -> None:
+        """The file's writer has nothing in progress: ``run_now`` reads may share a snapshot."""
+        self._share_snapshot = True
+
+    def writer_busy(self) -> None:
+        """The writer is about to change the file: end the shared snapshot, and share none."""
+        self._share_snapshot = False
+        try:
+            self._reads_now.end_transaction()
+        except sqlite3.Error as exc:
+            log.warning("ending a read snapshot of %s failed: %s", self.path.name, exc)
+            self._reads_now.close()
 
     def checkpoint_soon(self) -> None:
         """Queue a passive WAL checkpoint, unless one is queued already; do not wait."""

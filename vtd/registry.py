@@ -52,7 +52,13 @@ class Extension:
         self.path = path
         self.reader = Reader(extension_id, path)
         self.writer = WriterActor(
-            extension_id, path, schema.migrate, after=after, checkpoint=self.reader.checkpoint_soon
+            extension_id,
+            path,
+            schema.migrate,
+            after=after,
+            checkpoint=self.reader.checkpoint_soon,
+            writing=self.reader.writer_busy,
+            idle=self.reader.writer_idle,
         )
 
     async def submit(self, job: Callable[[sqlite3.Connection], T]) -> PendingWrite[T]:
