@@ -1,7 +1,9 @@
 """``vtctl``: the vtd command line.
 
 Every subcommand maps to one protocol method and prints its result as JSON:
-indented and coloured on a terminal, compact when piped. Exit status: 0
+indented and coloured on a terminal, compact when piped. The exception is
+``import-valuetracker``, which copies the old plugin's databases in through
+many calls and prints what it imported. Exit status: 0
 success, 1 the daemon answered an error, 2 usage error, 3 daemon
 unreachable.
 """
@@ -14,14 +16,17 @@ import os
 import sys
 from argparse import SUPPRESS
 from collections.abc import Callable, Sequence
+from pathlib import Path
 from typing import Any, NoReturn
 
 from vtd_client import __version__
 from vtd_client._errors import InvalidParams, RpcError, TransportError
 from vtd_client._output import render
 from vtd_client._sync import Client
+from vtd_client.valuetracker import NotAValuetrackerDatabase, import_database
 
 EXIT_DAEMON_ERROR = 1
+EXIT_USAGE = 2
 EXIT_UNREACHABLE = 3
 
 Params = dict[str, Any]
@@ -242,7 +247,49 @@ def build_parser() -> argparse.ArgumentParser:
     call.add_argument("method", metavar="METHOD", help="e.g. cross.data.get")
     call.add_argument("pairs", metavar="PARAM", nargs="*")
     call.add_argument("--params", help="all params as one JSON object")
+
+    imported = command(
+        "import-valuetracker",
+        "copy the old valuetracker plugin's databases (SillyTavern's db/<EXT>.db) into vtd",
+        _importing,
+    )
+    imported.epilog = (
+        "Each FILE is read, never changed; its extension is registered and every "
+        "character, instance and value written through the daemon. Running it again "
+        "is safe: it upserts and merges. Prints what was imported and what was left "
+        "out (instances whose character was gone, and their values)."
+    )
+    imported.add_argument("files", metavar="FILE", nargs="+", type=Path)
+    imported.add_argument(
+        "--extension",
+        metavar="EXT",
+        help="the extension to import into (default: each FILE's name without .db); one FILE only",
+    )
     return parser
+
+
+def _importing(args: argparse.Namespace) -> tuple[str, Params]:
+    """Check the arguments of an import, which ``_import`` then runs as many calls."""
+    if args.extension is not None and len(args.files) > 1:
+        raise UsageError("--extension names one extension: give it one FILE")
+    return "", {}
+
+
+def _import(client: Client, args: argparse.Namespace) -> list[dict[str, Any]]:
+    reports = []
+    for path in args.files:
+        try:
+            report = import_database(client, path, args.extension)
+        except NotAValuetrackerDatabase as exc:
+            _fail(EXIT_USAGE, str(exc))
+        except RpcError as exc:
+            _fail(
+                EXIT_DAEMON_ERROR,
+                f"importing {path}: {describe(exc)} (fix it and run the import again: "
+                "what was written stays, and is written over)",
+            )
+        reports.append(report.as_json())
+    return reports
 
 
 def _fail(status: int, message: str) -> NoReturn:
@@ -301,7 +348,10 @@ def main(argv: Sequence[str] | None = None) -> None:
     color = interactive and pretty and not os.environ.get("NO_COLOR")
     try:
         with Client(args.socket, timeout=args.timeout) as client:
-            result = client.call(method, **params)
+            if args.command == "import-valuetracker":
+                result: Any = _import(client, args)
+            else:
+                result = client.call(method, **params)
     except RpcError as exc:
         _fail(EXIT_DAEMON_ERROR, describe(exc))
     except TransportError as exc:
