@@ -108,6 +108,31 @@ client.close();
     assert out.startswith("VtdConnectionError the client was closed while connecting")
 
 
+def test_an_oversized_call_is_refused_without_losing_the_connection(
+    daemon_process: DaemonProcess,
+) -> None:
+    script = """
+const client = new vtd.VtdClient({ socket: process.argv[1] });
+(async () => {
+  await client.call('probe');
+  const stream = client._stream;
+  const huge = client.call('ping', { message: 'x'.repeat(17 * 1024 * 1024) });
+  const [big, small] = await Promise.allSettled([huge, client.call('ping', { message: 'ok' })]);
+  console.log(JSON.stringify([big.reason.name, big.reason.code, big.reason.data, small.value]));
+  console.log(client._stream === stream);
+  client.close();
+})();
+"""
+    lines = finished(node(script, str(daemon_process.socket_path))).splitlines()
+    assert json.loads(lines[0]) == [
+        "VtdRpcError",
+        -32600,
+        {"reason": "message too large"},
+        {"message": "Pong! ok"},
+    ]
+    assert lines[1] == "true"  # the same connection: nothing was sent that vtd would close it for
+
+
 def test_a_stalled_daemon_times_the_call_out(daemon_process: DaemonProcess) -> None:
     script = """
 const client = new vtd.VtdClient({ socket: process.argv[1], timeoutMs: 300 });

@@ -109,12 +109,14 @@ function refuseForeignFallback(socket) {
 /** One connection to vtd, shared by every call made through it. */
 class VtdClient {
   /**
-   * @param {{socket?: string, timeoutMs?: number}} [options] `socket` overrides the
-   *   search for vtd's socket; `timeoutMs` bounds each call (default 30 s).
+   * @param {{socket?: string, timeoutMs?: number, maxMessage?: number}} [options]
+   *   `socket` overrides the search for vtd's socket; `timeoutMs` bounds each
+   *   call (default 30 s); `maxMessage` is vtd's --max-message (default 16 MiB).
    */
-  constructor({ socket, timeoutMs = 30000 } = {}) {
+  constructor({ socket, timeoutMs = 30000, maxMessage = 16 * 1024 * 1024 } = {}) {
     this.socket = socketPath(socket);
     this.timeoutMs = timeoutMs;
+    this.maxMessage = maxMessage;
     this._stream = null;
     this._opening = null;
     this._connecting = null;
@@ -128,18 +130,29 @@ class VtdClient {
    * with a VtdRpcError carrying vtd's code and data.
    */
   async call(method, params = {}) {
+    const id = this._nextId++;
+    const line = JSON.stringify({ jsonrpc: '2.0', id, method, params });
+    const size = Buffer.byteLength(line);
+    if (size > this.maxMessage) {
+      // vtd would answer -32600 and close the connection, failing every other
+      // call on it: refuse here instead, as vtd would, and keep the connection.
+      throw new VtdRpcError(
+        Codes.INVALID_REQUEST,
+        `Invalid request: the message is ${size} bytes, over vtd's limit of ${this.maxMessage}`,
+        { reason: 'message too large' },
+      );
+    }
     const stream = await this._connected();
     if (this._stream !== stream) {
       throw new VtdConnectionError(`the connection to vtd at ${this.socket} dropped; ${method} was not sent`);
     }
-    const id = this._nextId++;
     return new Promise((resolve, reject) => {
       const timer = setTimeout(() => {
         this._pending.delete(id);
         reject(new VtdTimeoutError(`vtd did not answer ${method} within ${this.timeoutMs} ms`));
       }, this.timeoutMs);
       this._pending.set(id, { resolve, reject, timer });
-      stream.write(JSON.stringify({ jsonrpc: '2.0', id, method, params }) + '\n');
+      stream.write(line + '\n');
     });
   }
 
