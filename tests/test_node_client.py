@@ -133,6 +133,28 @@ const client = new vtd.VtdClient({ socket: process.argv[1] });
     assert lines[1] == "true"  # the same connection: nothing was sent that vtd would close it for
 
 
+def test_a_large_answer_arrives_whole(daemon_process: DaemonProcess) -> None:
+    value = "é" * (4 * 1024 * 1024)  # 8 MiB of UTF-8, split across many reads
+    with Client(daemon_process.socket_path) as setup:
+        tracker = setup.extension("big")
+        tracker.register()
+        tracker.upsert_character("c")
+        tracker.upsert_instance("i", character_id="c")
+        tracker.set_data_key("i", "text", value)
+    script = """
+const client = new vtd.VtdClient({ socket: process.argv[1] });
+Promise.all([
+  client.call('data.getKey', { extensionId: 'big', id: 'i', key: 'text' }),
+  client.call('ping'),
+]).then(([big, pong]) => {
+  console.log(big.text.length, big.text === '\u00e9'.repeat(4 * 1024 * 1024), pong.message);
+  client.close();
+});
+"""
+    out = finished(node(script, str(daemon_process.socket_path)))
+    assert out == f"{len(value)} true Pong!\n"
+
+
 def test_a_stalled_daemon_times_the_call_out(daemon_process: DaemonProcess) -> None:
     script = """
 const client = new vtd.VtdClient({ socket: process.argv[1], timeoutMs: 300 });

@@ -120,7 +120,7 @@ class VtdClient {
     this._stream = null;
     this._opening = null;
     this._connecting = null;
-    this._buffer = '';
+    this._partial = [];
     this._nextId = 1;
     this._pending = new Map();
   }
@@ -203,7 +203,7 @@ class VtdClient {
         stream.on('error', (error) => this._dropped(stream, error.message));
         stream.on('close', () => this._dropped(stream, 'vtd closed the connection'));
         this._stream = stream;
-        this._buffer = '';
+        this._partial = [];
         resolve(stream);
       });
     }).finally(() => {
@@ -212,22 +212,28 @@ class VtdClient {
   }
 
   _received(text) {
-    this._buffer += text;
-    let end;
-    while ((end = this._buffer.indexOf('\n')) !== -1) {
-      const line = this._buffer.slice(0, end);
-      this._buffer = this._buffer.slice(end + 1);
+    // Only the new text is searched for a newline: a large answer arrives in
+    // many pieces, and is joined once, when its newline comes.
+    let start = 0;
+    let newline;
+    while ((newline = text.indexOf('\n', start)) !== -1) {
+      this._partial.push(text.slice(start, newline));
+      const line = this._partial.join('');
+      this._partial = [];
+      start = newline + 1;
       if (line.trim() === '') continue;
       let response;
       try {
         response = JSON.parse(line);
       } catch {
-        this._stream.destroy();
-        this._dropped(this._stream, 'vtd sent a line that is not JSON');
+        const stream = this._stream;
+        stream.destroy();
+        this._dropped(stream, 'vtd sent a line that is not JSON');
         return;
       }
       this._answered(response);
     }
+    if (start < text.length) this._partial.push(text.slice(start));
   }
 
   _answered(response) {
