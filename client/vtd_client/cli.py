@@ -259,7 +259,13 @@ def build_parser() -> argparse.ArgumentParser:
         "is safe: it upserts and merges. Prints what was imported and what was left "
         "out (instances whose character was gone, and their values)."
     )
-    imported.add_argument("files", metavar="FILE", nargs="+", type=Path)
+    imported.add_argument(
+        "files",
+        metavar="FILE",
+        nargs="+",
+        type=Path,
+        help="a database the plugin made, e.g. SillyTavern/db/tracker.db",
+    )
     imported.add_argument(
         "--extension",
         metavar="EXT",
