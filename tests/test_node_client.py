@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import shutil
 import signal
 import subprocess
@@ -82,6 +83,28 @@ new vtd.VtdClient({ socket: process.argv[1] }).call('probe').catch((error) => {
     assert lines[0] == "true"
     assert str(tmp_path / "none.sock") in lines[1]
     assert "Is the daemon running? Start it with `vtd`" in lines[1]
+
+
+def test_a_fallback_dir_another_user_made_is_refused() -> None:
+    # As the Python client: another local user could make /tmp/vtd-$UID first.
+    if os.getuid() != 0:
+        pytest.skip("giving a directory to another user needs root")
+    squatted = Path(f"/tmp/vtd-{os.getuid()}")
+    if squatted.exists():
+        pytest.skip(f"{squatted} is in use here")
+    squatted.mkdir(mode=0o755)
+    try:
+        os.chown(squatted, 4321, 4321)
+        script = """
+delete process.env.VTD_SOCKET;
+delete process.env.XDG_RUNTIME_DIR;
+new vtd.VtdClient().call('ping').catch((error) => console.log(error.name, error.message));
+"""
+        out = finished(node(script))
+    finally:
+        squatted.rmdir()
+    assert out.startswith(f"VtdConnectionError cannot connect to vtd at {squatted}/vtd.sock")
+    assert f"{squatted} belongs to uid 4321, not to you; refusing to connect" in out
 
 
 def test_rpc_errors_carry_code_and_data(daemon_process: DaemonProcess) -> None:
