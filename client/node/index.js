@@ -35,54 +35,52 @@ const STATUS = new Map([
 ]);
 
 /**
- * Each route: [HTTP method, path, vtd method, the params from the request].
- * `ext` is the `x-extension-id` header; `p` the path's params, `q` the
- * query, `b` the JSON body's fields, `body` the body itself (the data of an
- * override or merge). Only the fields a method takes are passed on.
+ * Each route: [HTTP method, path, vtd method, its params]. A param's source
+ * is `header` (the `x-extension-id` header), `:name` (the path), `?name`
+ * (the query string), `body.name` (a field of the JSON body) or `body` (the
+ * whole body: the data of an override or merge). Params with no value are
+ * left out, so that vtd says which one is missing.
  */
 const ROUTES = [
-  ['post', '/register', 'register', ({ ext }) => ({ extensionId: ext })],
-  ['delete', '/register', 'deregister', ({ ext }) => ({ extensionId: ext })],
-  ['get', '/characters', 'characters.list', ({ ext }) => ({ extensionId: ext })],
-  ['get', '/characters/:id', 'characters.get', ({ ext, p }) => ({ extensionId: ext, id: p.id })],
-  ['post', '/characters', 'characters.upsert', ({ ext, b }) => ({ extensionId: ext, id: b.id, name: b.name })],
-  ['delete', '/characters/:id', 'characters.delete', ({ ext, p }) => ({ extensionId: ext, id: p.id })],
-  ['get', '/instances', 'instances.list', ({ ext, q }) => ({ extensionId: ext, characterId: q.characterId })],
-  ['get', '/characters/:characterId/instances', 'instances.list', ({ ext, p }) => ({ extensionId: ext, characterId: p.characterId })],
-  ['delete', '/characters/:characterId/instances', 'instances.deleteAll', ({ ext, p }) => ({ extensionId: ext, characterId: p.characterId })],
-  ['get', '/instances/:id', 'instances.get', ({ ext, p }) => ({ extensionId: ext, id: p.id })],
-  ['post', '/instances', 'instances.upsert', ({ ext, b }) => ({ extensionId: ext, id: b.id, characterId: b.characterId, name: b.name })],
-  ['delete', '/instances/:id', 'instances.delete', ({ ext, p }) => ({ extensionId: ext, id: p.id })],
-  ['get', '/instances/:id/data', 'data.get', ({ ext, p }) => ({ extensionId: ext, id: p.id })],
-  ['post', '/instances/:id/data', 'data.set', ({ ext, p, b }) => ({ extensionId: ext, id: p.id, key: b.key, value: b.value })],
-  ['put', '/instances/:id/data', 'data.set', ({ ext, p, b }) => ({ extensionId: ext, id: p.id, key: b.key, value: b.value })],
-  ['delete', '/instances/:id/data', 'data.clear', ({ ext, p }) => ({ extensionId: ext, id: p.id })],
-  ['put', '/instances/:id/data/override', 'data.override', ({ ext, p, body }) => ({ extensionId: ext, id: p.id, data: body })],
-  ['put', '/instances/:id/data/merge', 'data.merge', ({ ext, p, body }) => ({ extensionId: ext, id: p.id, data: body })],
-  ['put', '/instances/:id/data/remove', 'data.remove', ({ ext, p, b }) => ({ extensionId: ext, id: p.id, keys: b.keys })],
-  ['get', '/instances/:id/data/:key', 'data.getKey', ({ ext, p }) => ({ extensionId: ext, id: p.id, key: p.key })],
-  ['delete', '/instances/:id/data/:key', 'data.deleteKey', ({ ext, p }) => ({ extensionId: ext, id: p.id, key: p.key })],
-  ['get', '/cross-extension/characters/:extensionId', 'cross.characters.list', ({ p }) => ({ extensionId: p.extensionId })],
-  ['get', '/cross-extension/characters/:extensionId/:id', 'cross.characters.get', ({ p }) => ({ extensionId: p.extensionId, id: p.id })],
-  ['get', '/cross-extension/characters/:extensionId/:characterId/instances', 'cross.instances.list', ({ p }) => ({ extensionId: p.extensionId, characterId: p.characterId })],
-  ['get', '/cross-extension/instances/:extensionId/:id', 'cross.instances.get', ({ p }) => ({ extensionId: p.extensionId, id: p.id })],
-  ['get', '/cross-extension/instances/:extensionId/:id/data', 'cross.data.get', ({ p }) => ({ extensionId: p.extensionId, id: p.id })],
-  ['get', '/cross-extension/instances/:extensionId/:id/data/:key', 'cross.data.getKey', ({ p }) => ({ extensionId: p.extensionId, id: p.id, key: p.key })],
-  ['post', '/ping', 'ping', ({ b }) => ({ message: b.message })],
-  ['get', '/probe', 'probe', () => ({})],
+  ['post', '/register', 'register', { extensionId: 'header' }],
+  ['delete', '/register', 'deregister', { extensionId: 'header' }],
+  ['get', '/characters', 'characters.list', { extensionId: 'header' }],
+  ['get', '/characters/:id', 'characters.get', { extensionId: 'header', id: ':id' }],
+  ['post', '/characters', 'characters.upsert', { extensionId: 'header', id: 'body.id', name: 'body.name' }],
+  ['delete', '/characters/:id', 'characters.delete', { extensionId: 'header', id: ':id' }],
+  ['get', '/instances', 'instances.list', { extensionId: 'header', characterId: '?characterId' }],
+  ['get', '/characters/:characterId/instances', 'instances.list', { extensionId: 'header', characterId: ':characterId' }],
+  ['delete', '/characters/:characterId/instances', 'instances.deleteAll', { extensionId: 'header', characterId: ':characterId' }],
+  ['get', '/instances/:id', 'instances.get', { extensionId: 'header', id: ':id' }],
+  ['post', '/instances', 'instances.upsert', { extensionId: 'header', id: 'body.id', characterId: 'body.characterId', name: 'body.name' }],
+  ['delete', '/instances/:id', 'instances.delete', { extensionId: 'header', id: ':id' }],
+  ['get', '/instances/:id/data', 'data.get', { extensionId: 'header', id: ':id' }],
+  ['post', '/instances/:id/data', 'data.set', { extensionId: 'header', id: ':id', key: 'body.key', value: 'body.value' }],
+  ['put', '/instances/:id/data', 'data.set', { extensionId: 'header', id: ':id', key: 'body.key', value: 'body.value' }],
+  ['delete', '/instances/:id/data', 'data.clear', { extensionId: 'header', id: ':id' }],
+  ['put', '/instances/:id/data/override', 'data.override', { extensionId: 'header', id: ':id', data: 'body' }],
+  ['put', '/instances/:id/data/merge', 'data.merge', { extensionId: 'header', id: ':id', data: 'body' }],
+  ['put', '/instances/:id/data/remove', 'data.remove', { extensionId: 'header', id: ':id', keys: 'body.keys' }],
+  ['get', '/instances/:id/data/:key', 'data.getKey', { extensionId: 'header', id: ':id', key: ':key' }],
+  ['delete', '/instances/:id/data/:key', 'data.deleteKey', { extensionId: 'header', id: ':id', key: ':key' }],
+  ['get', '/cross-extension/characters/:extensionId', 'cross.characters.list', { extensionId: ':extensionId' }],
+  ['get', '/cross-extension/characters/:extensionId/:id', 'cross.characters.get', { extensionId: ':extensionId', id: ':id' }],
+  ['get', '/cross-extension/characters/:extensionId/:characterId/instances', 'cross.instances.list', { extensionId: ':extensionId', characterId: ':characterId' }],
+  ['get', '/cross-extension/instances/:extensionId/:id', 'cross.instances.get', { extensionId: ':extensionId', id: ':id' }],
+  ['get', '/cross-extension/instances/:extensionId/:id/data', 'cross.data.get', { extensionId: ':extensionId', id: ':id' }],
+  ['get', '/cross-extension/instances/:extensionId/:id/data/:key', 'cross.data.getKey', { extensionId: ':extensionId', id: ':id', key: ':key' }],
+  ['post', '/ping', 'ping', { message: 'body.message' }],
+  ['get', '/probe', 'probe', {}],
 ];
-
-/** Routes that need no `x-extension-id` header. */
-const WITHOUT_HEADER = new Set(['ping', 'probe']);
 
 let vtd = null;
 
 /** Register every route on SillyTavern's router for this plugin. */
 async function init(router) {
   vtd = new VtdClient();
-  for (const [verb, path, method, paramsOf] of ROUTES) {
+  for (const [verb, path, method, sources] of ROUTES) {
     router[verb](path, (req, res) => {
-      answer(req, res, method, paramsOf).catch((error) => {
+      answer(req, res, method, sources).catch((error) => {
         console.error(`[valuetracker] ${method} failed:`, error);
         if (!res.headersSent) res.status(500).json({ error: 'internal error; see the server log' });
       });
@@ -96,9 +94,9 @@ async function exit() {
   vtd = null;
 }
 
-async function answer(req, res, method, paramsOf) {
-  const ext = req.get(HEADER);
-  if (!ext && !method.startsWith('cross.') && !WITHOUT_HEADER.has(method)) {
+async function answer(req, res, method, sources) {
+  const header = req.get(HEADER);
+  if (sources.extensionId === 'header' && !header) {
     res.status(400).json({ error: `Extension ID is required in header: ${HEADER}` });
     return;
   }
@@ -109,13 +107,23 @@ async function answer(req, res, method, paramsOf) {
     res.status(400).json({ error: 'the request body is not valid JSON' });
     return;
   }
-  const b = body !== null && typeof body === 'object' ? body : {};
-  const params = dropUndefined(paramsOf({ ext, p: req.params, q: req.query, b, body }));
+  const fields = body !== null && typeof body === 'object' ? body : {};
+  const params = {};
+  for (const [name, source] of Object.entries(sources)) {
+    let value;
+    if (source === 'header') value = header;
+    else if (source === 'body') value = body;
+    else if (source.startsWith('body.')) value = fields[source.slice('body.'.length)];
+    else if (source.startsWith(':')) value = req.params[source.slice(1)];
+    else value = req.query[source.slice(1)]; // '?name'
+    if (value !== undefined) params[name] = value;
+  }
   try {
     res.json(await vtd.call(method, params));
   } catch (error) {
     if (error instanceof VtdRpcError) {
-      res.status(STATUS.get(error.code) ?? 500).json({ error: restMessage(error), code: error.code, data: error.data });
+      const status = STATUS.get(error.code) ?? 500;
+      res.status(status).json({ error: restMessage(error), code: error.code, data: error.data });
     } else if (error instanceof VtdConnectionError || error instanceof VtdTimeoutError) {
       res.status(503).json({ error: error.message });
     } else {
@@ -142,10 +150,6 @@ async function jsonBody(req) {
   for await (const chunk of req) chunks.push(chunk);
   const text = Buffer.concat(chunks).toString('utf8');
   return text.trim() === '' ? {} : JSON.parse(text);
-}
-
-function dropUndefined(params) {
-  return Object.fromEntries(Object.entries(params).filter(([, value]) => value !== undefined));
 }
 
 module.exports = { init, exit, info };
