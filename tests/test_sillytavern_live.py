@@ -169,6 +169,10 @@ def test_an_imported_database_is_served_by_sillytavern_through_vtd(
     server = SillyTavern(package, tmp_path, daemon_process.socket_path)
     try:
         assert "Initializing plugin from" in server.output()
+        wait_until(
+            lambda: "[valuetracker] served by vtd " in server.output(),
+            message="the plugin to say in SillyTavern's console that vtd answers",
+        )
         status, character = server.plugin("get", "/characters/alice")
         assert status == 200
         assert character["instances"][0]["data"] == {"outfit": {"top": "coat"}, "hp": 57}

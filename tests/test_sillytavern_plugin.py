@@ -21,7 +21,7 @@ from typing import Any
 
 import pytest
 
-from tests.wire import DaemonProcess
+from tests.wire import DaemonProcess, wait_until
 
 NODE = shutil.which("node")
 NODE_DIR = Path(__file__).resolve().parent.parent / "client" / "node"
@@ -55,8 +55,13 @@ class Host:
             },
         )
         assert self.process.stdout is not None
-        line = self.process.stdout.readline()
-        assert line.startswith("listening "), self.process.stderr and self.process.stderr.read()
+        self.said: list[str] = []  # what the plugin printed before Express listened
+        for line in self.process.stdout:
+            if line.startswith("listening "):
+                break
+            self.said.append(line.rstrip("\n"))
+        else:
+            raise AssertionError(self.process.stderr and self.process.stderr.read())
         self.base = f"http://127.0.0.1:{line.split()[1]}/api/plugins/valuetracker"
 
     def rest(
@@ -78,7 +83,7 @@ class Host:
     def stop(self) -> int:
         """SIGTERM (the plugin's exit()); answer node's exit status once it ended."""
         self.process.send_signal(signal.SIGTERM)
-        self.process.communicate(timeout=30)
+        _, self.stderr = self.process.communicate(timeout=30)
         return self.process.returncode
 
     def kill(self) -> None:
@@ -222,6 +227,13 @@ def test_bodies_are_read_without_a_body_parser(module_daemon: DaemonProcess) -> 
         assert (status, body) == (400, {"error": "the request body is not valid JSON"})
     finally:
         assert host.stop() == 0
+
+
+def test_the_console_says_at_start_when_vtd_does_not_answer(tmp_path: Path) -> None:
+    host = Host(tmp_path / "nobody.sock")
+    wait_until(lambda: host.rest("get", "/probe")[0] == 503, message="a request to fail")
+    assert host.stop() == 0
+    assert f"[valuetracker] cannot connect to vtd at {tmp_path / 'nobody.sock'}" in host.stderr
 
 
 def test_vtd_down_is_503_and_the_plugin_reconnects(daemon_process: DaemonProcess) -> None:

@@ -78,6 +78,11 @@ let vtd = null;
 /** Register every route on SillyTavern's router for this plugin. */
 async function init(router) {
   vtd = new VtdClient();
+  // Say in SillyTavern's console whether vtd answers, without holding up its start.
+  vtd.call('probe').then(
+    ({ version }) => console.log(`[valuetracker] served by vtd ${version} at ${vtd.socket}`),
+    (error) => console.warn(`[valuetracker] ${error.message}`),
+  );
   for (const [verb, path, method, sources] of ROUTES) {
     router[verb](path, (req, res) => {
       answer(req, res, method, sources).catch((error) => {
