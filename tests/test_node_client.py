@@ -41,7 +41,7 @@ def finished(process: subprocess.Popen[str]) -> str:
     return out
 
 
-def test_the_tour_runs_as_the_readme_shows(daemon_process: DaemonProcess) -> None:
+def test_the_tour_prints_what_it_promises(daemon_process: DaemonProcess) -> None:
     result = subprocess.run(
         [str(NODE), str(NODE_DIR / "tour.js"), str(daemon_process.socket_path)],
         capture_output=True,

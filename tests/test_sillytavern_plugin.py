@@ -120,7 +120,7 @@ def test_register_answers_as_the_old_plugin_did(host: Host) -> None:
     )
 
 
-def test_characters_and_instances(host: Host, ext: str) -> None:
+def test_character_and_instance_routes_answer_the_old_shapes(host: Host, ext: str) -> None:
     status, characters = host.rest("get", "/characters", ext=ext)
     assert status == 200
     assert [(c["id"], c["name"]) for c in characters] == [("c1", "Alice")]
