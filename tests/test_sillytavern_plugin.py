@@ -202,6 +202,12 @@ def test_errors_have_the_old_statuses_and_say_what_is_wrong(host: Host, ext: str
         "Character not found",
         {"kind": "character", "id": "nobody"},
     )
+    status, body = host.rest("get", "/instances/nope/data", ext=ext)  # the old plugin: 200 {}
+    assert (status, body["error"], body["data"]) == (
+        404,
+        "Instance not found",
+        {"kind": "instance", "id": "nope"},
+    )
     status, body = host.rest("get", "/instances/i1/data/mana", ext=ext)
     assert (status, body["data"]) == (404, {"kind": "key", "id": "mana", "instanceId": "i1"})
     status, body = host.rest("post", "/instances/i1/data", {"value": 1}, ext=ext)
