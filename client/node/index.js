@@ -3,10 +3,11 @@
  * A SillyTavern server plugin that serves the old valuetracker plugin's REST
  * API from vtd, so that browser extensions written for it keep working
  * unchanged: same routes under /api/plugins/valuetracker, same
- * `x-extension-id` header, same JSON shapes, same statuses. Each request
+ * `x-extension-id` header, same JSON shapes, same statuses (but strings
+ * stay strings, and a missing instance's data is a 404). Each request
  * becomes one vtd call (docs/migrating.md has the table).
  *
- * Install: copy this folder (index.js and vtd.js) to SillyTavern's
+ * Install: copy index.js, vtd.js and package.json to SillyTavern's
  * `plugins/valuetracker`, set `enableServerPlugins: true`, and run vtd as
  * the user SillyTavern runs as (or set VTD_SOCKET for SillyTavern).
  */
