@@ -28,6 +28,7 @@ from typing import Any
 import pytest
 
 from tests.test_import_valuetracker import old_database
+from tests.test_sillytavern_plugin import http_json
 from tests.wire import DaemonProcess, wait_until
 
 SILLYTAVERN_VERSION = "1.19.0"
@@ -120,18 +121,11 @@ class SillyTavern:
     ) -> tuple[int, Any]:
         """A call to /api/plugins/valuetracker as a browser extension in the page makes it."""
         data = None if body is None else json.dumps(body).encode()
-        request = urllib.request.Request(
-            f"{self.base}/api/plugins/valuetracker{path}", data=data, method=verb.upper()
-        )
-        request.add_header("X-CSRF-Token", self.csrf)
-        request.add_header("Content-Type", "application/json")
+        headers = {"X-CSRF-Token": self.csrf, "Content-Type": "application/json"}
         if ext is not None:
-            request.add_header("x-extension-id", ext)
-        try:
-            with self.opener.open(request, timeout=30) as response:
-                return response.status, json.loads(response.read())
-        except urllib.error.HTTPError as error:
-            return error.code, json.loads(error.read())
+            headers["x-extension-id"] = ext
+        url = f"{self.base}/api/plugins/valuetracker{path}"
+        return http_json(self.opener, verb, url, data, headers)
 
     def stop(self) -> int:
         self.process.send_signal(signal.SIGINT)

@@ -38,6 +38,22 @@ pytestmark = [
 _names = itertools.count()
 
 
+def http_json(
+    opener: urllib.request.OpenerDirector,
+    verb: str,
+    url: str,
+    data: bytes | None,
+    headers: dict[str, str],
+) -> tuple[int, Any]:
+    """One HTTP call; its status and its JSON body, error statuses included."""
+    request = urllib.request.Request(url, data=data, method=verb.upper(), headers=headers)
+    try:
+        with opener.open(request, timeout=30) as response:
+            return response.status, json.loads(response.read())
+    except urllib.error.HTTPError as error:
+        return error.code, json.loads(error.read())
+
+
 class Host:
     """The plugin loaded into Express on a localhost port, talking to one daemon."""
 
@@ -63,22 +79,17 @@ class Host:
         else:
             raise AssertionError(self.process.stderr and self.process.stderr.read())
         self.base = f"http://127.0.0.1:{line.split()[1]}/api/plugins/valuetracker"
+        self.opener = urllib.request.build_opener()
 
     def rest(
         self, verb: str, path: str, body: Any = None, *, ext: str | None = None, raw: bytes = b""
     ) -> tuple[int, Any]:
         """One HTTP call; its status and its JSON body."""
         data = raw or (None if body is None else json.dumps(body).encode())
-        request = urllib.request.Request(self.base + path, data=data, method=verb.upper())
-        if data is not None:
-            request.add_header("Content-Type", "application/json")
+        headers = {} if data is None else {"Content-Type": "application/json"}
         if ext is not None:
-            request.add_header("x-extension-id", ext)
-        try:
-            with urllib.request.urlopen(request, timeout=30) as response:
-                return response.status, json.loads(response.read())
-        except urllib.error.HTTPError as error:
-            return error.code, json.loads(error.read())
+            headers["x-extension-id"] = ext
+        return http_json(self.opener, verb, self.base + path, data, headers)
 
     def stop(self) -> int:
         """SIGTERM (the plugin's exit()); answer node's exit status once it ended."""
