@@ -31,6 +31,8 @@ EXIT_UNREACHABLE = 3
 
 Params = dict[str, Any]
 Builder = Callable[[argparse.Namespace], tuple[str, Params]]
+Runner = Callable[[Client, argparse.Namespace], Any]
+"""A command that is more than one call: it makes its calls and answers what to print."""
 
 
 class UsageError(Exception):
@@ -113,9 +115,11 @@ def build_parser() -> argparse.ArgumentParser:
     _add_options(options, after_command=True)
     commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
-    def command(name: str, help: str, build: Builder, parent: Any = commands) -> Any:
+    def command(
+        name: str, help: str, build: Builder, parent: Any = commands, run: Runner | None = None
+    ) -> Any:
         sub = parent.add_parser(name, help=help, description=help, parents=[options])
-        sub.set_defaults(build=build)
+        sub.set_defaults(build=build, run=run)
         return sub
 
     ping = command(
@@ -252,6 +256,7 @@ def build_parser() -> argparse.ArgumentParser:
         "import-valuetracker",
         "copy the old valuetracker plugin's databases (SillyTavern's db/<EXT>.db) into vtd",
         _importing,
+        run=_import,
     )
     imported.epilog = (
         "Each FILE is read, never changed; its extension is registered and every "
@@ -354,8 +359,8 @@ def main(argv: Sequence[str] | None = None) -> None:
     color = interactive and pretty and not os.environ.get("NO_COLOR")
     try:
         with Client(args.socket, timeout=args.timeout) as client:
-            if args.command == "import-valuetracker":
-                result: Any = _import(client, args)
+            if args.run is not None:
+                result: Any = args.run(client, args)
             else:
                 result = client.call(method, **params)
     except RpcError as exc:
