@@ -14,7 +14,7 @@ from pathlib import Path
 import pytest
 
 from tests.crash import integrity_ok
-from tests.wire import DaemonProcess, RpcFailed, call_sync, seed
+from tests.wire import DaemonProcess, RpcFailed, call_sync, seed, wait_until
 
 
 def _seed(path: Path, extension: str) -> None:
@@ -167,6 +167,51 @@ def test_a_really_full_disk_refuses_then_heals_without_losing_a_value(
         assert stored == {"kept": "before", **acked, "after": 1}
         assert call_sync(path, "characters.list", extensionId="late") != []
         assert daemon.stop() == 0
+
+
+def test_a_change_of_registration_that_cannot_be_recorded_is_not_made(
+    short_dir: Path, small_disk: Path
+) -> None:
+    with DaemonProcess(short_dir / "vtd.sock", small_disk / "data") as daemon:
+        path = daemon.socket_path
+        _seed(path, "kept")
+        _seed(path, "leaving")
+        filler = _fill(small_disk)
+
+        # The registry's file has no room for either change: both callers are
+        # told, naming their extension, and neither change is made.
+        error = _error(path, "register", extensionId="newcomer")
+        assert error["code"] == -32004
+        assert error["data"]["extensionId"] == "newcomer"
+        assert error["data"]["reason"].startswith("the registration could not be recorded")
+        assert "disk is full" in error["data"]["reason"]
+        error = _error(path, "deregister", extensionId="leaving")
+        assert error["code"] == -32004
+        assert error["data"]["extensionId"] == "leaving"
+        assert error["data"]["reason"].startswith("the deregistration could not be recorded")
+        registered = [{"extensionId": "kept"}, {"extensionId": "leaving"}]
+        assert call_sync(path, "extensions.list") == registered
+        assert _error(path, "characters.list", extensionId="newcomer")["code"] == -32001
+
+        filler.unlink()
+        wait_until(  # the extension put back after its failed deregistration reopens
+            lambda: _answers(path, "data.get", extensionId="leaving", id="i"),
+            message="the extension still registered to answer",
+        )
+        assert call_sync(path, "data.get", extensionId="leaving", id="i") == {"kept": "before"}
+        assert daemon.stop() == 0
+        daemon.start()  # a restart finds what the callers were told
+        assert call_sync(path, "extensions.list") == registered
+        assert call_sync(path, "data.get", extensionId="leaving", id="i") == {"kept": "before"}
+        assert daemon.stop() == 0
+
+
+def _answers(path: Path, method: str, **params: object) -> bool:
+    try:
+        call_sync(path, method, **params)
+    except RpcFailed:
+        return False
+    return True
 
 
 def test_a_read_only_data_dir_is_one_line_and_nonzero(short_dir: Path) -> None:

@@ -8,7 +8,10 @@ the protocol's pattern, so no id can reach outside the data dir.
 
 ``register`` and ``deregister`` change the in-memory state at once (so
 requests that follow them on the same connection see the change) and hand
-back a coroutine function that waits for the change to be durable.
+back a coroutine function that waits for the change to be durable. A change
+that cannot be recorded (a full disk) fails its caller, and once no later
+change of that extension is still queued, the in-memory state goes back to
+what is recorded: what a restart would find.
 """
 
 from __future__ import annotations
@@ -140,6 +143,16 @@ def _registered_ids(conn: sqlite3.Connection) -> list[str]:
     return [row[0] for row in conn.execute("SELECT id FROM extensions ORDER BY id")]
 
 
+async def _recorded(extension_id: str, pending: PendingWrite[None], change: str) -> None:
+    """Wait for a change of registration to be recorded; if it cannot be, say so for its id."""
+    try:
+        await pending.result()
+    except StorageUnavailable as exc:
+        raise StorageUnavailable(
+            extension_id, f"the {change} could not be recorded: {exc.reason}"
+        ) from exc
+
+
 async def _supervised(writer: WriterActor) -> None:
     """Run a writer; if it fails, log it rather than take the daemon down."""
     try:
@@ -158,6 +171,11 @@ class Registry:
         self._writer = WriterActor("registry", data_dir / "registry.sqlite3", _migrate_registry)
         self._live: dict[str, Extension] = {}
         self._closing: dict[str, Extension] = {}
+        self._recorded: set[str] = set()
+        """The ids registered in the registry's file, as its commits settle."""
+        self._unsettled: dict[str, int] = {}
+        """Per extension id, how many registers and deregisters are not yet settled."""
+        self._closing_all = False
 
     def get(self, extension_id: str) -> Extension:
         """The live extension, or ``NotRegistered``."""
@@ -179,10 +197,10 @@ class Registry:
         extension = self._live.get(extension_id)
         if extension is None:
             extension = self._start(extension_id)
-        pending = await self._persist(partial(_record, extension_id))
+        pending = await self._persist(extension_id, registered=True)
 
         async def finish() -> None:
-            await pending.result()
+            await _recorded(extension_id, pending, "registration")
             await extension.open()
 
         return finish
@@ -192,24 +210,60 @@ class Registry:
 
         The extension's queued writes are still applied before its file closes.
         """
-        extension = self._live.pop(extension_id, None)
-        if extension is not None:
-            self._closing[extension_id] = extension
-            extension.writer.close()
-        pending = await self._persist(partial(_forget, extension_id))
+        extension = self._stop(extension_id)
+        pending = await self._persist(extension_id, registered=False)
 
         async def finish() -> None:
-            await pending.result()
+            await _recorded(extension_id, pending, "deregistration")
             if extension is not None:
                 await extension.writer.stopped.wait()
 
         return finish
 
-    async def _persist(self, job: Callable[[sqlite3.Connection], None]) -> PendingWrite[None]:
+    async def _persist(self, extension_id: str, *, registered: bool) -> PendingWrite[None]:
+        """Queue recording that ``extension_id`` is (or is no longer) registered."""
+        job = partial(_record if registered else _forget, extension_id)
         try:
-            return await self._writer.submit(job)
+            pending = await self._writer.submit(job)
         except ActorClosed:
             raise Busy("the daemon is shutting down") from None
+        self._unsettled[extension_id] = self._unsettled.get(extension_id, 0) + 1
+        pending.add_done_callback(partial(self._settled, extension_id, pending, registered))
+        return pending
+
+    def _settled(self, extension_id: str, pending: PendingWrite[None], registered: bool) -> None:
+        """Called in commit order: track what is recorded; after a failure, go back to it."""
+        unsettled = self._unsettled.pop(extension_id) - 1
+        if unsettled:
+            self._unsettled[extension_id] = unsettled
+        try:
+            pending.outcome()
+        except Exception:
+            if unsettled:
+                return  # a later change of this extension decides
+            if self._closing_all:
+                return  # the daemon is stopping: a restart reads what is recorded
+            if extension_id in self._recorded and extension_id not in self._live:
+                log.warning(
+                    "%s: the deregistration was not recorded; still registered", extension_id
+                )
+                self._start(extension_id)
+            elif extension_id not in self._recorded and extension_id in self._live:
+                log.warning("%s: the registration was not recorded; not registered", extension_id)
+                self._stop(extension_id)
+        else:
+            if registered:
+                self._recorded.add(extension_id)
+            else:
+                self._recorded.discard(extension_id)
+
+    def _stop(self, extension_id: str) -> Extension | None:
+        """Take the extension out of the live set; its writer finishes its queue, then stops."""
+        extension = self._live.pop(extension_id, None)
+        if extension is not None:
+            self._closing[extension_id] = extension
+            extension.writer.close()
+        return extension
 
     def _start(self, extension_id: str) -> Extension:
         if not EXTENSION_ID.fullmatch(extension_id):
@@ -241,13 +295,15 @@ class Registry:
             )
         self.extensions_dir.mkdir(mode=0o700, exist_ok=True)
         pending = await self._writer.submit(_registered_ids)
-        for extension_id in await pending.result():
+        self._recorded = set(await pending.result())
+        for extension_id in sorted(self._recorded):
             self._start(extension_id)
         for extension in list(self._live.values()):
             await extension.writer.opened.wait()
         log.debug("opened %d registered extensions", len(self._live))
 
     async def _close(self) -> None:
+        self._closing_all = True
         for extension in self._live.values():
             extension.writer.close()
         for extension in [*self._live.values(), *self._closing.values()]:
