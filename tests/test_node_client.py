@@ -119,6 +119,22 @@ client.call('data.get', { extensionId: 'nobody', id: 'x' }).catch((error) => {
     assert json.loads(out) == ["VtdRpcError", True, {"extensionId": "nobody"}]
 
 
+def test_a_script_that_never_closes_still_exits_once_its_calls_are_answered(
+    daemon_process: DaemonProcess,
+) -> None:
+    # Nothing awaits the calls: only the calls in flight keep Node running, and
+    # the idle connection left behind does not.
+    script = """
+const client = new vtd.VtdClient({ socket: process.argv[1] });
+client.call('ping', { message: 'first' }).then(({ message }) => {
+  console.log(message);
+  return client.call('ping', { message: 'second' });
+}).then(({ message }) => console.log(message));
+"""
+    process = node(script, str(daemon_process.socket_path))
+    assert finished(process).splitlines() == ["Pong! first", "Pong! second"]
+
+
 def test_closing_while_connecting_fails_the_call_and_lets_node_exit(
     daemon_process: DaemonProcess,
 ) -> None:

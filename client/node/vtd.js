@@ -14,7 +14,8 @@
  *
  * Calls share one connection and may run concurrently. The connection opens
  * on the first call and reopens on the next call after it dropped (vtd
- * restarted, say). A call in flight when it drops fails with
+ * restarted, say). While no call is waiting, it does not keep Node running,
+ * so a script that forgets close() still exits. A call in flight when it drops fails with
  * VtdConnectionError and is never resent: it may or may not have been
  * applied. Every write vtd answers with success is already on disk.
  *
@@ -149,9 +150,11 @@ class VtdClient {
     return new Promise((resolve, reject) => {
       const timer = setTimeout(() => {
         this._pending.delete(id);
+        this._unrefIfIdle();
         reject(new VtdTimeoutError(`vtd did not answer ${method} within ${this.timeoutMs} ms`));
       }, this.timeoutMs);
       this._pending.set(id, { resolve, reject, timer });
+      stream.ref();
       stream.write(line + '\n');
     });
   }
@@ -252,8 +255,14 @@ class VtdClient {
     if (pending === undefined) return; // timed out already
     this._pending.delete(id);
     clearTimeout(pending.timer);
+    this._unrefIfIdle();
     if (error !== null) pending.reject(error);
     else pending.resolve(result);
+  }
+
+  _unrefIfIdle() {
+    // An idle connection is no reason for Node to stay up; a call refs it again.
+    if (this._pending.size === 0 && this._stream !== null) this._stream.unref();
   }
 
   _dropped(stream, reason) {
