@@ -6,16 +6,21 @@ import hashlib
 import itertools
 import json
 import os
+import shutil
 import sqlite3
 import subprocess
 import sys
 from pathlib import Path
 from typing import Any
 
+import pytest
+
 from tests.wire import DaemonProcess
 from vtd_client import Client
 
 VTCTL = Path(sys.executable).parent / "vtctl"
+NODE = shutil.which("node")
+NODE_DIR = Path(__file__).resolve().parent.parent / "client" / "node"
 _names = itertools.count()
 
 # The tables as the valuetracker plugin created them.
@@ -129,6 +134,51 @@ def test_everything_readable_through_the_old_api_is_imported(
         assert tracker.get_data("chat-2") == {"turn": 7}
 
 
+@pytest.mark.skipif(
+    NODE is None or not (NODE_DIR / "node_modules" / "sql.js").is_dir(),
+    reason="needs node and sql.js: run `npm ci --prefix client/node` (.ci/run does)",
+)
+def test_a_file_written_by_sql_js_as_the_plugin_wrote_it_is_imported(
+    module_daemon: DaemonProcess, tmp_path: Path
+) -> None:
+    # The plugin's later releases kept each database in sql.js's memory and
+    # wrote the whole file out: made here by sql.js itself, from the values a
+    # browser extension sent.
+    name = f"sqljs{next(_names)}"
+    source = tmp_path / f"{name}.db"
+    sent = {
+        "object": {"hp": 5, "tags": ["a"]},
+        "list": [1, "two"],
+        "number": 123,
+        "numeric string": "123",
+        "flag": True,
+        "null": None,
+        "text": "hello, world",
+    }
+    contents = {
+        "characters": [["alice", "Alice"]],
+        "instances": [["chat-1", "alice", "First"]],
+        "values": [["chat-1", key, value] for key, value in sent.items()],
+    }
+    assert NODE is not None
+    subprocess.run(
+        [NODE, str(Path(__file__).parent / "valuetracker_sqljs.js"), str(source)],
+        input=json.dumps(contents),
+        text=True,
+        check=True,
+        timeout=60,
+        env={**os.environ, "NODE_PATH": str(NODE_DIR / "node_modules")},
+    )
+
+    [report] = imported(module_daemon, str(source))
+
+    assert (report["characters"], report["instances"], report["values"]) == (1, 1, len(sent))
+    with Client(module_daemon.socket_path) as client:
+        data = client.extension(name).get_data("chat-1")
+    # What the plugin answered for each: "123" came back as a number there too.
+    assert data == {**sent, "numeric string": 123}
+
+
 def test_an_import_run_twice_leaves_the_same_data(
     module_daemon: DaemonProcess, tmp_path: Path
 ) -> None:
@@ -196,3 +246,15 @@ def test_an_id_vtd_refuses_stops_the_import_and_says_to_rerun(
     assert "error -32602" in result.stderr
     assert "[field: id]" in result.stderr
     assert "run the import again" in result.stderr
+
+
+def test_a_file_named_for_an_id_vtd_refuses_says_how_to_name_it(
+    module_daemon: DaemonProcess, tmp_path: Path
+) -> None:
+    source = old_database(tmp_path / "my.tracker.db", [("c", None)], [], [])
+    result = vtctl(module_daemon, "import-valuetracker", str(source))
+    assert result.returncode == 1
+    assert "[field: extensionId]" in result.stderr
+    assert "import it alone with --extension NAME" in result.stderr
+    [report] = imported(module_daemon, "--extension", "my-tracker", str(source))
+    assert report["characters"] == 1
