@@ -145,17 +145,16 @@ HIDDEN_FROM_SYSTEM_SERVICE = (Path("/home"), Path("/root"), Path("/run/user"))
 """What the system unit's ``ProtectHome=yes`` hides from the service."""
 
 
-def hidden_from_system_service(exec_start: str | None) -> Path | None:
+def hidden_from_system_service(exec_start: str, *, this_vtd: bool) -> Path | None:
     """A file the system service would need but could not see, if there is one.
 
-    Without ``exec_start``, that is this ``vtd``: its command, its package
-    (an editable install leaves it in the checkout) and the interpreter
-    behind its virtualenv. With it, the command it names.
+    That is the command ``exec_start`` names, and, if it is ``this_vtd``
+    (the one running), its package (an editable install leaves it in the
+    checkout) and the interpreter behind its virtualenv.
     """
-    if exec_start is None:
-        needed = [Path(installed_vtd().split()[0]), Path(__file__), Path(sys.executable)]
-    else:
-        needed = [Path(exec_start.split()[0])]
+    needed = [Path(exec_start.split()[0])]
+    if this_vtd:
+        needed += [Path(__file__), Path(sys.executable)]
     for path in needed:
         resolved = path.resolve()
         if any(resolved.is_relative_to(hidden) for hidden in HIDDEN_FROM_SYSTEM_SERVICE):
@@ -185,7 +184,12 @@ def main(argv: Sequence[str]) -> None:
         args.dest = (
             Path(config_home) / "systemd" / "user" if args.user else Path("/etc/systemd/system")
         )
-    hidden = None if args.user else hidden_from_system_service(args.exec_start)
+    exec_start = args.exec_start or installed_vtd()
+    hidden = (
+        None
+        if args.user
+        else hidden_from_system_service(exec_start, this_vtd=args.exec_start is None)
+    )
     if hidden is not None:
         parser.exit(
             1,
@@ -197,7 +201,6 @@ def main(argv: Sequence[str]) -> None:
             "  sudo /opt/vtd/bin/vtd install-units\n"
             "or run vtd as your user: vtd install-units --user\n",
         )
-    exec_start = args.exec_start or installed_vtd()
     try:
         args.dest.mkdir(parents=True, exist_ok=True)
         for name, text in render(user=args.user, exec_start=exec_start).items():
