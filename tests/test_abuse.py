@@ -151,3 +151,59 @@ def test_100_clients_that_never_read_cannot_grow_memory_without_bound(
         for thread in threads:
             thread.join(30)
     assert call_sync(path, "ping")["message"] == "Pong!"
+
+
+def test_running_out_of_open_files_refuses_clearly_and_never_stops_the_daemon(
+    daemon_process: DaemonProcess,
+) -> None:
+    path = daemon_process.socket_path
+    assert daemon_process.process is not None
+    pid = daemon_process.process.pid
+    seed(path, "first")
+    limit = 160
+    resource.prlimit(pid, resource.RLIMIT_NOFILE, (limit, limit))
+
+    # New extensions are refused while the daemon still has files for connections.
+    refusal: dict = {}
+    for n in range(limit):
+        try:
+            call_sync(path, "register", extensionId=f"many{n}")
+        except RpcFailed as failed:
+            refusal = failed.error
+            break
+    assert refusal, "every register succeeded"
+    assert refusal["code"] == -32004
+    refused = refusal["data"]["extensionId"]
+    assert refusal["data"]["reason"].startswith("vtd is short of open files")
+    assert "LimitNOFILE=" in refusal["data"]["reason"]
+    assert {"extensionId": refused} not in call_sync(path, "extensions.list")
+    call_sync(path, "data.set", extensionId="first", id="i", key="k", value=1)
+
+    # Connections past the limit wait, unaccepted; the daemon does not stop.
+    held: list[socket.socket] = []
+    try:
+        for _ in range(limit):
+            sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+            sock.settimeout(5)
+            try:
+                sock.connect(str(path))
+            except OSError:  # the listening socket's backlog is full
+                sock.close()
+                break
+            held.append(sock)
+        wait_until(
+            lambda: "cannot accept a connection: Too many open files" in daemon_process.stderr(),
+            message="the daemon to run out of files for connections",
+        )
+    finally:
+        for sock in held:
+            sock.close()
+    assert daemon_process.process.poll() is None
+
+    def serves_again() -> bool:
+        try:
+            return call_sync(path, "data.getKey", extensionId="first", id="i", key="k") == {"k": 1}
+        except (RpcFailed, OSError):
+            return False
+
+    wait_until(serves_again, message="the daemon to serve again once files are free")

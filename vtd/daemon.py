@@ -12,7 +12,6 @@ from __future__ import annotations
 import fcntl
 import logging
 import os
-import resource
 import signal
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
@@ -21,7 +20,7 @@ from pathlib import Path
 import anyio
 from anyio.abc import SocketListener, TaskStatus
 
-from vtd import __version__
+from vtd import __version__, openfiles
 from vtd.config import Config
 from vtd.connection import Limits
 from vtd.errors import StartupError
@@ -88,20 +87,6 @@ def data_dir_held(path: Path) -> Iterator[None]:
         os.close(fd)
 
 
-def raise_open_file_limit() -> int:
-    """Lift the soft limit on open files to the hard limit: each connection is a file."""
-    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
-    target = hard if hard != resource.RLIM_INFINITY else max(soft, 1 << 20)
-    if soft == resource.RLIM_INFINITY or soft >= target:
-        return soft
-    try:
-        resource.setrlimit(resource.RLIMIT_NOFILE, (target, hard))
-    except (ValueError, OSError) as exc:
-        log.warning("cannot raise the open-file limit from %d: %s", soft, exc)
-        return soft
-    return target
-
-
 class _SocketFile:
     """The socket file we created, removed on exit only if it is still ours."""
 
@@ -132,8 +117,8 @@ async def run(
     notifier = Notifier(os.environ)
     prepare_data_dir(config.data_dir)
     with data_dir_held(config.data_dir):
-        open_files = raise_open_file_limit()
-        if open_files < config.max_connections + 64:
+        open_files = openfiles.raise_limit()
+        if open_files < config.max_connections + openfiles.SPARE:
             log.warning(
                 "the open-file limit (%d) is below --max-connections (%d) plus room for databases",
                 open_files,

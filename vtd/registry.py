@@ -28,7 +28,7 @@ from typing import TypeVar
 import anyio
 from anyio.abc import TaskGroup
 
-from vtd import schema
+from vtd import openfiles, schema
 from vtd.actor import ActorClosed, PendingWrite, WriterActor
 from vtd.errors import Busy, MustWait, NotRegistered, StartupError, StorageUnavailable
 from vtd.readers import Reader
@@ -196,6 +196,7 @@ class Registry:
         """Register now; the returned function waits until it is durable and the file is open."""
         extension = self._live.get(extension_id)
         if extension is None:
+            openfiles.refuse_if_short(extension_id)  # before anything is recorded
             extension = self._start(extension_id)
         pending = await self._persist(extension_id, registered=True)
 
@@ -300,6 +301,10 @@ class Registry:
             self._start(extension_id)
         for extension in list(self._live.values()):
             await extension.writer.opened.wait()
+        if openfiles.short(openfiles.SPARE):
+            log.warning(
+                "%d extensions are registered, and %s", len(self._live), openfiles.describe()
+            )
         log.debug("opened %d registered extensions", len(self._live))
 
     async def _close(self) -> None:

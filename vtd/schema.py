@@ -8,9 +8,12 @@ daemon or the machine. The schema version lives in ``PRAGMA user_version``;
 
 from __future__ import annotations
 
+import errno
 import sqlite3
 from collections.abc import Callable
 from pathlib import Path
+
+from vtd import openfiles
 
 SCHEMA_V1 = """
 CREATE TABLE characters (
@@ -125,10 +128,15 @@ def describe_storage_fault(exc: BaseException) -> str | None:
     if isinstance(exc, SchemaTooNew):
         return str(exc)
     if isinstance(exc, OSError):
+        if exc.errno in (errno.EMFILE, errno.ENFILE):
+            return openfiles.describe()
         return f"{exc.strerror or exc} ({exc.filename or 'data dir'})"
     if not isinstance(exc, sqlite3.Error):
         return None
     name = getattr(exc, "sqlite_errorname", "") or ""
+    if name.startswith("SQLITE_CANTOPEN") and openfiles.short(openfiles.FOR_A_DATABASE):
+        # SQLite does not say why it could not open a file; this is the usual why.
+        return openfiles.describe()
     for prefix, reason in _STORAGE_FAULTS.items():
         if name.startswith(prefix):
             return f"{reason} ({exc})"

@@ -29,6 +29,9 @@ from vtd.registry import Registry
 
 log = logging.getLogger(__name__)
 
+_SHORT_OF_RESOURCES = frozenset({errno.EMFILE, errno.ENFILE, errno.ENOBUFS, errno.ENOMEM})
+"""accept() failures that pass once files or memory are freed: wait and accept again."""
+
 
 def _ensure_socket_dir(directory: Path, socket_mode: int) -> None:
     # Private, but passable by those the socket's mode admits (a group, say):
@@ -154,10 +157,12 @@ class Server:
         while True:
             try:
                 stream = await self._listener.accept()
-            except OSError as exc:
-                if exc.errno not in (errno.EMFILE, errno.ENFILE, errno.ENOBUFS, errno.ENOMEM):
+            except (OSError, anyio.BrokenResourceError) as exc:
+                # anyio reports accept()'s OSError as a BrokenResourceError caused by it.
+                cause = exc if isinstance(exc, OSError) else exc.__cause__
+                if not isinstance(cause, OSError) or cause.errno not in _SHORT_OF_RESOURCES:
                     raise
-                log.warning("cannot accept a connection: %s; retrying shortly", exc.strerror)
+                log.warning("cannot accept a connection: %s; retrying shortly", cause.strerror)
                 await anyio.sleep(0.1)
                 continue
             self._accepted += 1
