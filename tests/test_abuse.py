@@ -3,9 +3,12 @@
 from __future__ import annotations
 
 import json
+import os
 import resource
 import socket
+import subprocess
 import threading
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -207,3 +210,70 @@ def test_running_out_of_open_files_refuses_clearly_and_never_stops_the_daemon(
             return False
 
     wait_until(serves_again, message="the daemon to serve again once files are free")
+
+
+@pytest.fixture
+def pids_cgroup() -> Iterator[Path]:
+    """A cgroup of its own with the pids controller, to cap a daemon's threads."""
+    if os.geteuid() != 0:
+        pytest.skip("capping a process's threads with a cgroup needs root")
+    for base in (Path("/sys/fs/cgroup/pids"), Path("/sys/fs/cgroup")):
+        group = base / f"vtd-test-{os.getpid()}"
+        try:
+            group.mkdir()
+        except OSError:
+            continue
+        if (group / "pids.max").exists():
+            break
+        group.rmdir()
+    else:
+        pytest.skip("no cgroup with the pids controller can be made here")
+    try:
+        yield group
+    finally:
+        for pid in (group / "cgroup.procs").read_text().split():
+            (group.parent / "cgroup.procs").write_text(pid)
+        group.rmdir()
+
+
+def test_running_out_of_threads_refuses_clearly_and_stops_cleanly(
+    daemon_process: DaemonProcess, pids_cgroup: Path
+) -> None:
+    path = daemon_process.socket_path
+    assert daemon_process.process is not None
+    pid = daemon_process.process.pid
+    seed(path, "first")
+    tasks = len(os.listdir(f"/proc/{pid}/task"))
+    # Room for four more extensions (two threads each) and one thread more: the
+    # fifth starts its reader, then cannot start its writer.
+    (pids_cgroup / "pids.max").write_text(str(tasks + 9))
+    (pids_cgroup / "cgroup.procs").write_text(str(pid))
+
+    refusal: dict = {}
+    for n in range(20):
+        try:
+            call_sync(path, "register", extensionId=f"threads{n}")
+        except RpcFailed as failed:
+            refusal = failed.error
+            break
+    assert refusal, "every register succeeded"
+    assert refusal["code"] == -32004
+    assert refusal["data"]["reason"].startswith("vtd cannot start another thread")
+    assert "TasksMax=" in refusal["data"]["reason"]
+    assert {"extensionId": refusal["data"]["extensionId"]} not in call_sync(path, "extensions.list")
+    call_sync(path, "data.set", extensionId="first", id="i", key="k", value=1)
+    assert call_sync(path, "data.getKey", extensionId="first", id="i", key="k") == {"k": 1}
+    assert daemon_process.stop() == 0  # nothing half-started is left to wait for
+
+    # Restarted with too few threads for what is registered: one line, status 1.
+    (pids_cgroup / "pids.max").write_text("4")
+    join_then_run = f'echo $$ > {pids_cgroup / "cgroup.procs"} && exec "$@"'
+    started = subprocess.run(
+        ["sh", "-c", join_then_run, "sh", *daemon_process.command()],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert started.returncode == 1
+    [line] = started.stderr.strip().splitlines()
+    assert "cannot open the 5 registered extensions: vtd cannot start another thread" in line

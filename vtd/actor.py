@@ -179,6 +179,9 @@ class WriterActor:
         self._send: MemoryObjectSendStream[PendingWrite[Any]]
         self._receive: MemoryObjectReceiveStream[PendingWrite[Any]]
         self._send, self._receive = anyio.create_memory_object_stream[PendingWrite[Any]](QUEUE_SIZE)
+        # Started here, not in run(), so that a refused thread fails the caller
+        # that made the actor, before anything waits on it.
+        self._worker = Worker(f"writer {name}")
 
     @property
     def is_open(self) -> bool:
@@ -212,7 +215,7 @@ class WriterActor:
 
     async def run(self) -> None:
         """Serve jobs until closed, then close the connection. Run this in a task group."""
-        worker = Worker(f"writer {self.name}")
+        worker = self._worker
         try:
             if self._after is not None:
                 await self._after.wait()

@@ -61,6 +61,10 @@ class StorageUnavailable(VtdDaemonError):
         self.reason = reason
 
 
+class OutOfThreads(VtdDaemonError):
+    """The system refused to start another thread (a limit on tasks was reached)."""
+
+
 class StartupError(VtdDaemonError):
     """The daemon cannot start; the message is the one line shown to the operator."""
 

@@ -19,6 +19,7 @@ from __future__ import annotations
 import logging
 import re
 import sqlite3
+import threading
 from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
 from functools import partial
@@ -30,7 +31,14 @@ from anyio.abc import TaskGroup
 
 from vtd import openfiles, schema
 from vtd.actor import ActorClosed, PendingWrite, WriterActor
-from vtd.errors import Busy, MustWait, NotRegistered, StartupError, StorageUnavailable
+from vtd.errors import (
+    Busy,
+    MustWait,
+    NotRegistered,
+    OutOfThreads,
+    StartupError,
+    StorageUnavailable,
+)
 from vtd.readers import Reader
 from vtd.store import utc_now
 
@@ -41,6 +49,13 @@ T = TypeVar("T")
 EXTENSION_ID = re.compile(r"[A-Za-z0-9_-]{1,128}")
 
 Finish = Callable[[], Awaitable[None]]
+
+
+_OUT_OF_THREADS = (
+    "vtd cannot start another thread ({} running; each registered extension has two): "
+    "raise the limit on tasks (TasksMax= in vtd.service, or ulimit -u before starting vtd) "
+    "or deregister extensions no longer used, then retry"
+)
 
 
 def _nothing(conn: sqlite3.Connection) -> None:
@@ -54,15 +69,19 @@ class Extension:
         self.id = extension_id
         self.path = path
         self.reader = Reader(extension_id, path)
-        self.writer = WriterActor(
-            extension_id,
-            path,
-            schema.migrate,
-            after=after,
-            checkpoint=self.reader.checkpoint_soon,
-            writing=self.reader.writer_busy,
-            idle=self.reader.writer_idle,
-        )
+        try:
+            self.writer = WriterActor(
+                extension_id,
+                path,
+                schema.migrate,
+                after=after,
+                checkpoint=self.reader.checkpoint_soon,
+                writing=self.reader.writer_busy,
+                idle=self.reader.writer_idle,
+            )
+        except OutOfThreads:
+            self.reader.close()
+            raise
 
     async def submit(self, job: Callable[[sqlite3.Connection], T]) -> PendingWrite[T]:
         """Queue a write job in this extension's order; await ``result()`` for its outcome."""
@@ -196,8 +215,12 @@ class Registry:
         """Register now; the returned function waits until it is durable and the file is open."""
         extension = self._live.get(extension_id)
         if extension is None:
-            openfiles.refuse_if_short(extension_id)  # before anything is recorded
-            extension = self._start(extension_id)
+            try:
+                openfiles.refuse_if_short(extension_id)  # before anything is recorded
+                extension = self._start(extension_id)
+            except StorageUnavailable as exc:
+                log.error("%s: not registered: %s", extension_id, exc.reason)
+                raise
         pending = await self._persist(extension_id, registered=True)
 
         async def finish() -> None:
@@ -248,7 +271,10 @@ class Registry:
                 log.warning(
                     "%s: the deregistration was not recorded; still registered", extension_id
                 )
-                self._start(extension_id)
+                try:
+                    self._start(extension_id)
+                except StorageUnavailable as exc:  # a restart opens it
+                    log.error("%s: cannot reopen it: %s", extension_id, exc.reason)
             elif extension_id not in self._recorded and extension_id in self._live:
                 log.warning("%s: the registration was not recorded; not registered", extension_id)
                 self._stop(extension_id)
@@ -267,14 +293,19 @@ class Registry:
         return extension
 
     def _start(self, extension_id: str) -> Extension:
+        """Make the extension live; ``StorageUnavailable`` if its threads cannot start."""
         if not EXTENSION_ID.fullmatch(extension_id):
             raise ValueError(f"invalid extension id {extension_id!r}")
         previous = self._closing.get(extension_id)
-        extension = Extension(
-            extension_id,
-            self.extensions_dir / f"{extension_id}.sqlite3",
-            after=None if previous is None else previous.writer.stopped,
-        )
+        try:
+            extension = Extension(
+                extension_id,
+                self.extensions_dir / f"{extension_id}.sqlite3",
+                after=None if previous is None else previous.writer.stopped,
+            )
+        except OutOfThreads as exc:
+            reason = _OUT_OF_THREADS.format(threading.active_count())
+            raise StorageUnavailable(extension_id, reason) from exc
         self._live[extension_id] = extension
         self._tg.start_soon(self._run_extension, extension, name=f"writer {extension_id}")
         return extension
@@ -298,7 +329,12 @@ class Registry:
         pending = await self._writer.submit(_registered_ids)
         self._recorded = set(await pending.result())
         for extension_id in sorted(self._recorded):
-            self._start(extension_id)
+            try:
+                self._start(extension_id)
+            except StorageUnavailable as exc:
+                raise StartupError(
+                    f"cannot open the {len(self._recorded)} registered extensions: {exc.reason}"
+                ) from None
         for extension in list(self._live.values()):
             await extension.writer.opened.wait()
         if openfiles.short(openfiles.SPARE):

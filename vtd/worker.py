@@ -21,6 +21,8 @@ import threading
 from collections.abc import Callable
 from typing import Any, TypeVar
 
+from vtd.errors import OutOfThreads
+
 log = logging.getLogger(__name__)
 
 T = TypeVar("T")
@@ -31,13 +33,19 @@ _STOP = None
 
 
 class Worker:
-    """Runs blocking functions in order on its own thread; ``run`` awaits one."""
+    """Runs blocking functions in order on its own thread; ``run`` awaits one.
+
+    Its thread starts at once; if the system refuses it, ``OutOfThreads``.
+    """
 
     def __init__(self, name: str) -> None:
         self._loop = asyncio.get_running_loop()
         self._jobs: queue.SimpleQueue[_Job | None] = queue.SimpleQueue()
         self._thread = threading.Thread(target=self._serve, name=name, daemon=True)
-        self._thread.start()
+        try:
+            self._thread.start()
+        except RuntimeError as exc:  # "can't start new thread": a limit on tasks
+            raise OutOfThreads(f"cannot start the thread {name!r}: {exc}") from exc
 
     async def run(self, function: Callable[[], T], then: _Then = None) -> T:
         """Run ``function`` on the worker thread and return its result (or raise).
