@@ -228,6 +228,15 @@ def pids_cgroup() -> Iterator[Path]:
         group.rmdir()
     else:
         pytest.skip("no cgroup with the pids controller can be made here")
+    probe = subprocess.Popen(["sleep", "60"])
+    try:
+        (group / "cgroup.procs").write_text(str(probe.pid))
+    except OSError as exc:
+        group.rmdir()
+        pytest.skip(f"cannot move a process into a pids cgroup here: {exc}")
+    finally:
+        probe.kill()
+        probe.wait()
     try:
         yield group
     finally:
