@@ -75,10 +75,11 @@ def _load(socket_path: str, seed: int, stop: Any, counts: Any, failures: Any) ->
                     client.register(churn)
                     client.extension(churn).upsert_character("c")
                     client.deregister(churn)
-                done += 1
             except Exception as exc:  # anything else is a failure to report
                 unexpected += 1
                 print(f"load {seed}: {type(exc).__name__}: {exc}", file=sys.stderr)
+                continue
+            done += 1
             if done % 500 == 0:
                 with counts.get_lock():
                     counts.value += 500

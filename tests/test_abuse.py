@@ -10,6 +10,7 @@ import subprocess
 import threading
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -156,6 +157,16 @@ def test_100_clients_that_never_read_cannot_grow_memory_without_bound(
     assert call_sync(path, "ping")["message"] == "Pong!"
 
 
+def _first_refused_register(path: Path, prefix: str, attempts: int) -> dict[str, Any]:
+    """Register ``prefix0``, ``prefix1``... until one is refused; that refusal's error."""
+    for n in range(attempts):
+        try:
+            call_sync(path, "register", extensionId=f"{prefix}{n}")
+        except RpcFailed as failed:
+            return failed.error
+    raise AssertionError(f"all {attempts} registers succeeded")
+
+
 def test_running_out_of_open_files_refuses_clearly_and_never_stops_the_daemon(
     daemon_process: DaemonProcess,
 ) -> None:
@@ -167,14 +178,7 @@ def test_running_out_of_open_files_refuses_clearly_and_never_stops_the_daemon(
     resource.prlimit(pid, resource.RLIMIT_NOFILE, (limit, limit))
 
     # New extensions are refused while the daemon still has files for connections.
-    refusal: dict = {}
-    for n in range(limit):
-        try:
-            call_sync(path, "register", extensionId=f"many{n}")
-        except RpcFailed as failed:
-            refusal = failed.error
-            break
-    assert refusal, "every register succeeded"
+    refusal = _first_refused_register(path, "many", limit)
     assert refusal["code"] == -32004
     refused = refusal["data"]["extensionId"]
     assert refusal["data"]["reason"].startswith("vtd is short of open files")
@@ -258,14 +262,7 @@ def test_running_out_of_threads_refuses_clearly_and_stops_cleanly(
     (pids_cgroup / "pids.max").write_text(str(tasks + 9))
     (pids_cgroup / "cgroup.procs").write_text(str(pid))
 
-    refusal: dict = {}
-    for n in range(20):
-        try:
-            call_sync(path, "register", extensionId=f"threads{n}")
-        except RpcFailed as failed:
-            refusal = failed.error
-            break
-    assert refusal, "every register succeeded"
+    refusal = _first_refused_register(path, "threads", 20)
     assert refusal["code"] == -32004
     assert refusal["data"]["reason"].startswith("vtd cannot start another thread")
     assert "TasksMax=" in refusal["data"]["reason"]

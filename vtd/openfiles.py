@@ -44,25 +44,28 @@ def raise_limit() -> int:
     return target
 
 
+def _in_use(soft: int) -> int | None:
+    """Files open now; ``None`` where there is no /proc to count them with."""
+    try:
+        return len(os.listdir("/proc/self/fd"))
+    except OSError as exc:
+        return soft if exc.errno in (errno.EMFILE, errno.ENFILE) else None  # listing needs one
+
+
 def short(spare: int) -> bool:
     """Whether fewer than ``spare`` more files may be opened (``False`` where it cannot tell)."""
     soft, _ = resource.getrlimit(resource.RLIMIT_NOFILE)
     if soft == resource.RLIM_INFINITY:
         return False
-    try:
-        in_use = len(os.listdir("/proc/self/fd"))
-    except OSError as exc:
-        return exc.errno in (errno.EMFILE, errno.ENFILE)  # else no /proc to count with
-    return in_use > soft - spare
+    in_use = _in_use(soft)
+    return in_use is not None and in_use > soft - spare
 
 
 def describe() -> str:
     """The reason to give a client when files run short."""
     soft, _ = resource.getrlimit(resource.RLIMIT_NOFILE)
-    try:
-        files = f"{len(os.listdir('/proc/self/fd'))} of {soft} allowed in use"
-    except OSError:
-        files = f"the limit is {soft}"
+    in_use = _in_use(soft)
+    files = f"the limit is {soft}" if in_use is None else f"{in_use} of {soft} allowed in use"
     return _OUT_OF_FILES.format(files=files, spare=SPARE)
 
 
