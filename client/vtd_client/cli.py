@@ -293,26 +293,21 @@ def _import(client: Client, args: argparse.Namespace) -> list[dict[str, Any]]:
             report = import_database(client, path, args.extension)
         except NotAValuetrackerDatabase as exc:
             _fail(EXIT_USAGE, str(exc))
-        except InvalidParams as exc:
-            if exc.field != "extensionId" or args.extension is not None:
-                _fail(EXIT_DAEMON_ERROR, _import_failure(path, exc))
-            # The plugin took names vtd does not, and named the file after it.
-            _fail(
-                EXIT_DAEMON_ERROR,
-                f"importing {path}: {describe(exc)} (the plugin named this file after its "
-                "extension; import it alone with --extension NAME to choose a name vtd takes)",
-            )
         except RpcError as exc:
-            _fail(EXIT_DAEMON_ERROR, _import_failure(path, exc))
+            hint = "fix it and run the import again: what was written stays, and is written over"
+            if (
+                isinstance(exc, InvalidParams)
+                and exc.field == "extensionId"
+                and args.extension is None
+            ):
+                # The plugin took names vtd does not, and named the file after it.
+                hint = (
+                    "the plugin named this file after its extension; import it alone with "
+                    "--extension NAME to choose a name vtd takes"
+                )
+            _fail(EXIT_DAEMON_ERROR, f"importing {path}: {describe(exc)} ({hint})")
         reports.append(report.as_json())
     return reports
-
-
-def _import_failure(path: Path, exc: RpcError) -> str:
-    return (
-        f"importing {path}: {describe(exc)} (fix it and run the import again: "
-        "what was written stays, and is written over)"
-    )
 
 
 def _fail(status: int, message: str) -> NoReturn:
