@@ -1,4 +1,4 @@
-"""The WAL is checkpointed while writes go on, so it stays bounded."""
+"""The WAL is checkpointed while writes go on, so it stays bounded, and emptied once idle."""
 
 from __future__ import annotations
 
@@ -9,7 +9,13 @@ import threading
 from contextlib import closing
 from pathlib import Path
 
-from tests.wire import DaemonProcess, wait_until
+import anyio
+import pytest
+
+from tests.conftest import start_daemon
+from tests.wire import DaemonProcess, eventually, wait_until
+from vtd import actor
+from vtd.config import Config
 from vtd_client import Client
 
 
@@ -135,3 +141,38 @@ def test_the_wal_stays_bounded_while_writes_never_pause_with_reads_between(
         assert busy.get_data_key("i0", "counter") == last
     assert len(stored) == 4 * 24 * 128 + 1  # every write acknowledged is there
     assert set(stored) == {value, last}
+
+
+def _size(path: Path) -> int:
+    return path.stat().st_size if path.exists() else -1
+
+
+@pytest.mark.anyio
+async def test_an_idle_writer_truncates_its_wal_and_keeps_every_write(
+    config: Config, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(actor, "IDLE_BEFORE_TRIM", 1.0)  # the assertions between take far less
+    wal = config.data_dir / "extensions" / "quiet.sqlite3-wal"
+    async with anyio.create_task_group() as tg:
+        running = await start_daemon(config, tg)
+        async with await running.connect() as wire:
+            await wire.call("register", extensionId="quiet")
+            await wire.call("characters.upsert", extensionId="quiet", id="c", name="C")
+            await wire.call("instances.upsert", extensionId="quiet", id="i", characterId="c")
+            for n in range(50):
+                await wire.call("data.set", extensionId="quiet", id="i", key=f"k{n}", value=n)
+            # Nothing else keeps the WAL from being emptied: it ends at 0 bytes
+            # (SQLite alone would leave it as large as it grew).
+            await eventually(lambda: _size(wal) == 0, message="the idle WAL to be truncated")
+            stored = await wire.call("data.get", extensionId="quiet", id="i")
+            assert stored == {f"k{n}": n for n in range(50)}
+            await wire.call("data.set", extensionId="quiet", id="i", key="after", value="trim")
+            after = await wire.call("data.getKey", extensionId="quiet", id="i", key="after")
+            assert after == {"after": "trim"}
+            assert _size(wal) > 0  # the next commit goes to the WAL as before
+            await eventually(lambda: _size(wal) == 0, message="the WAL to be truncated again")
+        running.daemon.stop()
+
+    # Every write is in the database file itself, with no WAL beside it.
+    with closing(sqlite3.connect(config.data_dir / "extensions" / "quiet.sqlite3")) as conn:
+        assert conn.execute("SELECT count(*) FROM data").fetchone()[0] == 51

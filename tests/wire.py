@@ -132,6 +132,15 @@ def wait_until(condition: Any, timeout: float = 15, message: str = "condition") 
         time.sleep(0.01)
 
 
+async def eventually(condition: Any, within: float = 15, message: str = "condition") -> None:
+    """As ``wait_until``, for a test whose event loop must go on meanwhile."""
+    deadline = time.monotonic() + within
+    while not condition():
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out waiting for {message}")
+        await anyio.sleep(0.01)
+
+
 def answers(path: Path) -> bool:
     try:
         return call_sync(path, "probe", timeout=1)["ok"] is True

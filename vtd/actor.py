@@ -17,7 +17,10 @@ that never pauses never catches up, though, and SQLite starts the WAL over
 only once every frame in it has been copied: so when the WAL outgrows
 ``WAL_LIMIT`` the actor finishes the checkpoint itself between two
 batches (little is left to copy by then), and the next commit starts the
-WAL over and trims the file back to ``WAL_LIMIT``.
+WAL over and trims the file back to ``WAL_LIMIT``. Once a writer has been
+idle for ``IDLE_BEFORE_TRIM`` seconds after a commit (``trim_idle_wals``
+asks it), it checkpoints the whole WAL and truncates it to nothing, so that
+an extension busy once does not keep up to ``WAL_LIMIT`` on disk for good.
 
 Given ``writing`` and ``idle``, the actor says when it is about to change
 the file and when it has nothing in progress, so that readers may share a
@@ -29,6 +32,7 @@ from __future__ import annotations
 import logging
 import sqlite3
 from collections.abc import Callable
+from contextlib import suppress
 from functools import partial
 from pathlib import Path
 from typing import Any, Generic, TypeVar
@@ -52,6 +56,8 @@ CHECKPOINT_CHANGES = 1000
 """Rows changed between two checkpoints (SQLite's own default is 1,000 WAL pages)."""
 WAL_LIMIT = 16 * 1024 * 1024
 """WAL bytes past which the writer finishes a checkpoint itself; the size it is trimmed to."""
+IDLE_BEFORE_TRIM = 30.0
+"""Seconds without a batch, after a commit, before the writer truncates its WAL."""
 
 
 class ActorClosed(Exception):
@@ -174,11 +180,16 @@ class WriterActor:
         self._writing = writing
         self._idle = idle
         self._changes_at_checkpoint = 0
+        self._untrimmed = False  # something may be in the WAL since it was last truncated
+        self._last_batch_at = 0.0
         self._conn: sqlite3.Connection | None = None
         self._wal = path.with_name(path.name + "-wal")
-        self._send: MemoryObjectSendStream[PendingWrite[Any]]
-        self._receive: MemoryObjectReceiveStream[PendingWrite[Any]]
-        self._send, self._receive = anyio.create_memory_object_stream[PendingWrite[Any]](QUEUE_SIZE)
+        # None in the queue asks the actor to truncate its WAL if it is still idle.
+        self._send: MemoryObjectSendStream[PendingWrite[Any] | None]
+        self._receive: MemoryObjectReceiveStream[PendingWrite[Any] | None]
+        self._send, self._receive = anyio.create_memory_object_stream[PendingWrite[Any] | None](
+            QUEUE_SIZE
+        )
         # Started here, not in run(), so that a refused thread fails the caller
         # that made the actor, before anything waits on it.
         self._worker = Worker(f"writer {name}")
@@ -213,6 +224,13 @@ class WriterActor:
         """Take no more jobs; the actor finishes the queued ones, then stops."""
         self._send.close()
 
+    def trim_if_idle(self) -> None:
+        """Ask for the WAL to be truncated if the writer committed, then stayed idle long enough."""
+        if self._untrimmed and self._idle_long_enough():
+            # A full queue means busy after all, a closed one closing: no trim now.
+            with suppress(anyio.WouldBlock, anyio.ClosedResourceError, anyio.BrokenResourceError):
+                self._send.send_nowait(None)
+
     async def run(self) -> None:
         """Serve jobs until closed, then close the connection. Run this in a task group."""
         worker = self._worker
@@ -225,12 +243,18 @@ class WriterActor:
             self.opened.set()
             async with self._receive:
                 async for first in self._receive:
+                    if first is None:
+                        if self._untrimmed and self._idle_long_enough():
+                            await self._trim_wal(worker)
+                        continue
                     batch = [first]
                     while len(batch) < MAX_BATCH:
                         try:
-                            batch.append(self._receive.receive_nowait())
+                            pending = self._receive.receive_nowait()
                         except (anyio.WouldBlock, anyio.EndOfStream):
                             break
+                        if pending is not None:
+                            batch.append(pending)
                     self._writing()
                     try:
                         await self._busy(
@@ -250,6 +274,8 @@ class WriterActor:
             self.stopped.set()
 
     def _done(self, batch: list[PendingWrite[Any]]) -> None:
+        self._untrimmed = True
+        self._last_batch_at = anyio.current_time()
         self._idle()  # before the callers are told: the reads they send next see the commit
         for pending in batch:
             pending._finish()
@@ -264,6 +290,16 @@ class WriterActor:
                 await worker.run(function, then=then)
         finally:
             self.busy_since = None
+
+    def _idle_long_enough(self) -> bool:
+        return anyio.current_time() - self._last_batch_at >= IDLE_BEFORE_TRIM
+
+    async def _trim_wal(self, worker: Worker) -> None:
+        self._writing()  # readers let go of their shared snapshot, which would hold the WAL
+        try:
+            await self._busy(worker, self._truncate_wal)
+        finally:
+            self._idle()
 
     def _checkpoint_if_due(self) -> None:
         # The worker is idle between batches: the connection may be read here.
@@ -291,6 +327,23 @@ class WriterActor:
         except sqlite3.Error as exc:
             log.warning("%s: checkpoint failed: %s", self.name, exc)
 
+    def _truncate_wal(self) -> None:
+        conn = self._conn
+        if conn is None:
+            return
+        # A reader in the middle of a query keeps the WAL from being truncated:
+        # do not wait for it (the writer's queue would), try again next time.
+        (timeout,) = conn.execute("PRAGMA busy_timeout").fetchone()
+        conn.execute("PRAGMA busy_timeout = 0")
+        try:
+            (busy, _, _) = conn.execute("PRAGMA wal_checkpoint(TRUNCATE)").fetchone()
+        except sqlite3.Error as exc:
+            log.warning("%s: truncating the WAL failed: %s", self.name, exc)
+        else:
+            self._untrimmed = bool(busy)
+        finally:
+            conn.execute(f"PRAGMA busy_timeout = {int(timeout)}")
+
     def _try_open(self) -> None:
         try:
             conn = schema.connect(self.path)
@@ -307,6 +360,7 @@ class WriterActor:
         else:
             self._conn = conn
             self._changes_at_checkpoint = 0
+            self._untrimmed = True  # a WAL left by a crash is trimmed too
             if self.fault is not None:
                 log.info("%s: storage is usable again (%s)", self.name, self.path)
             self.fault = None
@@ -392,3 +446,11 @@ class WriterActor:
         if self._conn is not None:
             self._conn.close()
             self._conn = None
+
+
+async def trim_idle_wals(writers: Callable[[], list[WriterActor]]) -> None:
+    """Have each writer idle for ``IDLE_BEFORE_TRIM`` truncate its WAL; runs until cancelled."""
+    while True:
+        await anyio.sleep(IDLE_BEFORE_TRIM / 2)
+        for writer in writers():
+            writer.trim_if_idle()

@@ -21,6 +21,7 @@ import anyio
 from anyio.abc import SocketListener, TaskStatus
 
 from vtd import __version__, openfiles
+from vtd.actor import trim_idle_wals
 from vtd.config import Config
 from vtd.connection import Limits
 from vtd.errors import StartupError
@@ -180,6 +181,7 @@ async def _serve(
             "" if count == 1 else "s",
         )
         notifier.send("READY=1", f"STATUS=serving {count} extensions")
+        tg.start_soon(trim_idle_wals, registry.writers)
         if notifier.enabled:
             tg.start_soon(
                 report_health,
