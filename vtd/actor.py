@@ -330,6 +330,7 @@ class WriterActor:
     def _truncate_wal(self) -> None:
         conn = self._conn
         if conn is None:
+            self._untrimmed = False  # until the file opens again
             return
         # A reader in the middle of a query keeps the WAL from being truncated:
         # do not wait for it (the writer's queue would), try again next time.
