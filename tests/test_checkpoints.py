@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 import random
 import shutil
 import sqlite3
@@ -176,3 +177,36 @@ async def test_an_idle_writer_truncates_its_wal_and_keeps_every_write(
     # Every write is in the database file itself, with no WAL beside it.
     with closing(sqlite3.connect(config.data_dir / "extensions" / "quiet.sqlite3")) as conn:
         assert conn.execute("SELECT count(*) FROM data").fetchone()[0] == 51
+
+
+@pytest.mark.anyio
+async def test_a_reader_holding_the_wal_delays_its_truncation_while_writes_go_on(
+    config: Config, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    monkeypatch.setattr(actor, "IDLE_BEFORE_TRIM", 0.5)
+    caplog.set_level(logging.DEBUG, logger="vtd.actor")
+    database = config.data_dir / "extensions" / "held.sqlite3"
+    wal = database.with_name(database.name + "-wal")
+    async with anyio.create_task_group() as tg:
+        running = await start_daemon(config, tg)
+        async with await running.connect() as wire:
+            await wire.call("register", extensionId="held")
+            await wire.call("characters.upsert", extensionId="held", id="c", name="C")
+            await wire.call("instances.upsert", extensionId="held", id="i", characterId="c")
+            await wire.call("data.set", extensionId="held", id="i", key="before", value=1)
+            # Another process reads the file and keeps its snapshot open.
+            with closing(sqlite3.connect(database, isolation_level=None)) as reader:
+                reader.execute("BEGIN")
+                assert reader.execute("SELECT count(*) FROM data").fetchone() == (1,)
+                await eventually(
+                    lambda: "held: a reader holds the WAL" in caplog.text,
+                    message="a truncation to find the WAL held",
+                )
+                assert _size(wal) > 0
+                # Writes go on while the reader reads.
+                await wire.call("data.set", extensionId="held", id="i", key="during", value=2)
+                reader.execute("COMMIT")
+            await eventually(lambda: _size(wal) == 0, message="the released WAL to be truncated")
+            stored = await wire.call("data.get", extensionId="held", id="i")
+            assert stored == {"before": 1, "during": 2}
+        running.daemon.stop()

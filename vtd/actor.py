@@ -340,7 +340,10 @@ class WriterActor:
             (busy, _, _) = conn.execute("PRAGMA wal_checkpoint(TRUNCATE)").fetchone()
         except sqlite3.Error as exc:
             log.warning("%s: truncating the WAL failed: %s", self.name, exc)
+            self._untrimmed = False  # not again every sweep: after the next commit
         else:
+            if busy:
+                log.debug("%s: a reader holds the WAL; truncating it later", self.name)
             self._untrimmed = bool(busy)
         finally:
             conn.execute(f"PRAGMA busy_timeout = {int(timeout)}")
