@@ -258,8 +258,8 @@ class WriterActor:
                             # The writers of the last batch were answered a
                             # moment ago and may be sending again: let the event
                             # loop read what has arrived before sealing a smaller
-                            # batch (W at 16 connections: a median +14% over 13
-                            # alternating pairs of runs, from -16% to +60%).
+                            # batch (W at 16 connections: a median +16% over 17
+                            # alternating pairs of runs on a busy machine).
                             await anyio.lowlevel.checkpoint()
                             self._gather(batch)
                         self._last_batch_size = len(batch)
