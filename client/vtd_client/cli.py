@@ -3,7 +3,8 @@
 Every subcommand maps to one protocol method and prints its result as JSON:
 indented and coloured on a terminal, compact when piped. The exception is
 ``import-valuetracker``, which copies the old plugin's databases in through
-many calls and prints what it imported. Exit status: 0
+many calls and prints what it imported, and ``backup``, which copies the
+data dir's files without the daemon. Exit status: 0
 success, 1 the daemon answered an error, 2 usage error, 3 daemon
 unreachable.
 """
@@ -23,6 +24,7 @@ from vtd_client import __version__
 from vtd_client._errors import InvalidParams, RpcError, TransportError
 from vtd_client._output import render
 from vtd_client._sync import Client
+from vtd_client.backup import BackupError, back_up, default_data_dir
 from vtd_client.valuetracker import NotAValuetrackerDatabase, import_database
 
 EXIT_DAEMON_ERROR = 1
@@ -119,7 +121,7 @@ def build_parser() -> argparse.ArgumentParser:
         name: str, help: str, build: Builder, parent: Any = commands, run: Runner | None = None
     ) -> Any:
         sub = parent.add_parser(name, help=help, description=help, parents=[options])
-        sub.set_defaults(build=build, run=run)
+        sub.set_defaults(build=build, run=run, local=None)
         return sub
 
     ping = command(
@@ -276,7 +278,39 @@ def build_parser() -> argparse.ArgumentParser:
         metavar="EXT",
         help="the extension to import into (default: each FILE's name without .db); one FILE only",
     )
+
+    backup = command(
+        "backup",
+        "copy every database of vtd's data dir into a new directory, while vtd runs",
+        lambda a: ("", {}),
+    )
+    backup.set_defaults(local=_back_up)
+    backup.epilog = (
+        "Reads the data dir's files directly (the daemon need not run), never changes "
+        "their data, and needs read access to them: run it as the daemon's user, or as root "
+        "for the system service. Each database is one consistent snapshot, holding "
+        "every write acknowledged before its copy began. To restore, stop vtd, put the "
+        "backup in place of the data dir, and start vtd."
+    )
+    backup.add_argument("destination", metavar="DEST", type=Path, help="a new or empty directory")
+    backup.add_argument(
+        "--data-dir",
+        type=Path,
+        default=None,
+        metavar="DIR",
+        help="the daemon's data dir (default: VTD_DATA_DIR, else $XDG_DATA_HOME/vtd or "
+        "~/.local/share/vtd; /var/lib/vtd for the system service)",
+    )
     return parser
+
+
+def _back_up(args: argparse.Namespace) -> dict[str, Any]:
+    data_dir = args.data_dir or default_data_dir()
+    try:
+        written = back_up(data_dir, args.destination)
+    except BackupError as exc:
+        _fail(EXIT_USAGE, str(exc))
+    return {"dataDir": str(data_dir), "backup": str(args.destination), "files": len(written)}
 
 
 def _importing(args: argparse.Namespace) -> tuple[str, Params]:
@@ -364,6 +398,9 @@ def main(argv: Sequence[str] | None = None) -> None:
     interactive = sys.stdout.isatty()
     pretty = args.pretty or (interactive and not args.compact)
     color = interactive and pretty and not os.environ.get("NO_COLOR")
+    if args.local is not None:  # works on files, not through the daemon
+        print(render(args.local(args), pretty=pretty, color=color))
+        return
     try:
         with Client(args.socket, timeout=args.timeout) as client:
             if args.run is not None:
