@@ -99,3 +99,20 @@ def test_a_backup_refuses_a_dir_without_vtd_data_and_a_destination_in_use(
     assert refused.returncode == 2
     assert f"{used} exists and is not empty" in refused.stderr
     assert sorted(p.name for p in used.iterdir()) == ["notes.txt"]
+
+
+def test_a_damaged_database_is_named_and_the_others_are_still_backed_up(
+    daemon_process: DaemonProcess, short_dir: Path
+) -> None:
+    with Client(daemon_process.socket_path) as client:
+        client.extension("fine").register()
+        client.extension("fine").upsert_character("c", name="C")
+    (daemon_process.data_dir / "extensions" / "broken.sqlite3").write_text("not a database")
+    destination = short_dir / "backup"
+    result = backup(daemon_process.data_dir, destination)
+    assert result.returncode == 2
+    assert "broken.sqlite3" in result.stderr
+    assert "copied 2 files" in result.stderr
+    assert sorted(p.name for p in (destination / "extensions").iterdir()) == ["fine.sqlite3"]
+    with closing(sqlite3.connect(destination / "extensions" / "fine.sqlite3")) as copy:
+        assert copy.execute("SELECT id FROM characters").fetchall() == [("c",)]

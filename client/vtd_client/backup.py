@@ -54,12 +54,18 @@ def back_up(data_dir: Path, destination: Path) -> list[Path]:
     except OSError as exc:
         raise BackupError(f"cannot create {destination}: {exc.strerror}") from None
     written = [_copy(registry, destination / REGISTRY)]
-    written.extend(
-        _copy(source, destination / EXTENSIONS / source.name)
-        for source in sorted((data_dir / EXTENSIONS).glob("*.sqlite3"))
-    )
+    failures = []
+    for source in sorted((data_dir / EXTENSIONS).glob("*.sqlite3")):
+        try:
+            written.append(_copy(source, destination / EXTENSIONS / source.name))
+        except BackupError as exc:  # one damaged file must not cost the others their backup
+            failures.append(str(exc))
     _sync(destination / EXTENSIONS)
     _sync(destination)
+    if failures:
+        raise BackupError(
+            f"copied {len(written)} files into {destination}, but not all: " + "; ".join(failures)
+        )
     return written
 
 

@@ -290,7 +290,8 @@ def build_parser() -> argparse.ArgumentParser:
         "their data, and needs read access to them: run it as the daemon's user, or as root "
         "for the system service. Each database is one consistent snapshot, holding "
         "every write acknowledged before its copy began. To restore, stop vtd, put the "
-        "backup in place of the data dir, and start vtd."
+        "backup in place of the data dir, and start vtd. Exit status 2 if the backup "
+        "cannot be made, or if a database cannot be copied (the others are)."
     )
     backup.add_argument("destination", metavar="DEST", type=Path, help="a new or empty directory")
     backup.add_argument(
