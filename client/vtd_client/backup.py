@@ -53,13 +53,18 @@ def back_up(data_dir: Path, destination: Path) -> list[Path]:
         (destination / EXTENSIONS).mkdir(mode=0o700, parents=True, exist_ok=True)
     except OSError as exc:
         raise BackupError(f"cannot create {destination}: {exc.strerror}") from None
-    written = [_copy(registry, destination / REGISTRY)]
-    failures = []
-    for source in sorted((data_dir / EXTENSIONS).glob("*.sqlite3")):
+    written: list[Path] = []
+    failures: list[str] = []
+
+    def copy(source: Path, target: Path) -> None:
         try:
-            written.append(_copy(source, destination / EXTENSIONS / source.name))
+            written.append(_copy(source, target))
         except BackupError as exc:  # one damaged file must not cost the others their backup
             failures.append(str(exc))
+
+    copy(registry, destination / REGISTRY)  # first, and only then look for extensions
+    for source in sorted((data_dir / EXTENSIONS).glob("*.sqlite3")):
+        copy(source, destination / EXTENSIONS / source.name)
     _sync(destination / EXTENSIONS)
     _sync(destination)
     if failures:
