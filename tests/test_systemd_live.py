@@ -283,6 +283,19 @@ def _restarted_by_the_watchdog_when_a_commit_hangs(container: Container) -> None
     container.run("systemctl", "daemon-reload")
 
 
+def _backed_up_and_restored_as_the_readme_says(container: Container) -> None:
+    # As root, while the service runs; a write after the backup is undone by restoring it.
+    made = _vtctl(container, "backup", "/root/vtd-backup", "--data-dir", "/var/lib/vtd")
+    assert made == {"dataDir": "/var/lib/vtd", "backup": "/root/vtd-backup", "files": 2}
+    _vtctl(container, "data", "set", "tracker", "run1", "hp", "99")
+    container.run("systemctl", "stop", "vtd.service", "vtd.socket")
+    container.run("mv", "/var/lib/private/vtd", "/var/lib/private/vtd.old")
+    container.run("cp", "-r", "/root/vtd-backup", "/var/lib/private/vtd")
+    container.run("systemctl", "start", "vtd.socket")
+    assert _vtctl(container, "data", "get", "tracker", "run1") == {"hp": 58, "label": "123"}
+    _vtctl(container, "data", "set", "tracker", "run1", "hp", "60")  # the restored files are vtd's
+
+
 def _seed_and_read(container: Container, *, user: bool) -> None:
     _vtctl(container, "ext", "register", "tracker", user=user)
     _vtctl(container, "char", "set", "tracker", "alice", "--name", "Alice", user=user)
@@ -368,6 +381,7 @@ def test_system_service_as_the_readme_installs_it(container: Container) -> None:
     assert data == {"hp": 57, "label": "123"}
 
     _restarted_by_the_watchdog_when_a_commit_hangs(container)
+    _backed_up_and_restored_as_the_readme_says(container)
 
     container.run("systemctl", "stop", "vtd.service", "vtd.socket")
     assert container.show("vtd.service", "Result") == "success"
