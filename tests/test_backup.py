@@ -3,15 +3,21 @@
 from __future__ import annotations
 
 import json
+import multiprocessing
+import os
 import sqlite3
 import subprocess
 import threading
+from concurrent.futures import ProcessPoolExecutor
 from contextlib import closing
 from pathlib import Path
+
+import pytest
 
 from tests.test_vtctl import VTCTL
 from tests.wire import DaemonProcess, wait_until
 from vtd_client import Client
+from vtd_client.backup import BackupError, back_up
 
 
 def backup(data_dir: Path, destination: Path) -> subprocess.CompletedProcess[str]:
@@ -116,3 +122,28 @@ def test_a_damaged_database_is_named_and_the_others_are_still_backed_up(
     assert sorted(p.name for p in (destination / "extensions").iterdir()) == ["fine.sqlite3"]
     with closing(sqlite3.connect(destination / "extensions" / "fine.sqlite3")) as copy:
         assert copy.execute("SELECT id FROM characters").fetchall() == [("c",)]
+
+
+def _back_up_as_nobody(data_dir: Path, destination: Path) -> str:
+    os.setgid(65534)
+    os.setuid(65534)
+    try:
+        back_up(data_dir, destination)
+    except BackupError as exc:
+        return str(exc)
+    return "no error"
+
+
+def test_a_data_dir_the_user_may_not_read_is_said_to_be_so(
+    daemon_process: DaemonProcess, short_dir: Path
+) -> None:
+    if os.geteuid() != 0:
+        pytest.skip("needs root, to become a user who may not read the data dir")
+    # A fresh interpreter, started as root (this virtualenv's path may be
+    # private to root), becomes nobody and runs the backup's own code.
+    spawn = multiprocessing.get_context("spawn")
+    with ProcessPoolExecutor(max_workers=1, mp_context=spawn) as pool:
+        run = pool.submit(_back_up_as_nobody, daemon_process.data_dir, short_dir / "nobody")
+        message = run.result(timeout=60)
+    assert message.startswith(f"cannot read {daemon_process.data_dir}: Permission denied"), message
+    assert "as the daemon's user, or as root" in message

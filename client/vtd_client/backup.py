@@ -42,11 +42,17 @@ def back_up(data_dir: Path, destination: Path) -> list[Path]:
     Answer the files written, the registry first.
     """
     registry = data_dir / REGISTRY
-    if not registry.is_file():
+    try:
+        registry.stat()
+    except FileNotFoundError:
         raise BackupError(
             f"{data_dir} holds no vtd data (it has no {REGISTRY}); "
             "name the daemon's data dir with --data-dir"
-        )
+        ) from None
+    except OSError as exc:
+        raise BackupError(
+            f"cannot read {data_dir}: {exc.strerror}; back up as the daemon's user, or as root"
+        ) from None
     if destination.exists() and (not destination.is_dir() or any(destination.iterdir())):
         raise BackupError(f"{destination} exists and is not empty; back up into a new directory")
     try:
