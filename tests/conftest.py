@@ -71,9 +71,7 @@ async def client(vtd: RunningDaemon) -> AsyncIterator[Wire]:
 @pytest.fixture
 async def ext(client: Wire) -> str:
     """A registered extension with character c1 and its instance i1."""
-    await client.call("register", extensionId="ext")
-    await client.call("characters.upsert", extensionId="ext", id="c1", name="Alice")
-    await client.call("instances.upsert", extensionId="ext", id="i1", characterId="c1")
+    await client.seed("ext", "c1", "i1", name="Alice")
     return "ext"
 
 

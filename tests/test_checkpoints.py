@@ -157,9 +157,7 @@ async def test_an_idle_writer_truncates_its_wal_and_keeps_every_write(
     async with anyio.create_task_group() as tg:
         running = await start_daemon(config, tg)
         async with await running.connect() as wire:
-            await wire.call("register", extensionId="quiet")
-            await wire.call("characters.upsert", extensionId="quiet", id="c", name="C")
-            await wire.call("instances.upsert", extensionId="quiet", id="i", characterId="c")
+            await wire.seed("quiet")
             for n in range(50):
                 await wire.call("data.set", extensionId="quiet", id="i", key=f"k{n}", value=n)
             # Nothing else keeps the WAL from being emptied: it ends at 0 bytes
@@ -190,9 +188,7 @@ async def test_a_reader_holding_the_wal_delays_its_truncation_while_writes_go_on
     async with anyio.create_task_group() as tg:
         running = await start_daemon(config, tg)
         async with await running.connect() as wire:
-            await wire.call("register", extensionId="held")
-            await wire.call("characters.upsert", extensionId="held", id="c", name="C")
-            await wire.call("instances.upsert", extensionId="held", id="i", characterId="c")
+            await wire.seed("held")
             await wire.call("data.set", extensionId="held", id="i", key="before", value=1)
             # Another process reads the file and keeps its snapshot open.
             with closing(sqlite3.connect(database, isolation_level=None)) as reader:

@@ -89,6 +89,17 @@ class Wire:
             raise RpcFailed(reply["error"])
         return reply["result"]
 
+    async def seed(
+        self, extension: str, character: str = "c", instance: str = "i", name: str | None = None
+    ) -> None:
+        """As ``seed``, on this connection: register ``extension``, one character, one instance."""
+        await self.call("register", extensionId=extension)
+        named = {} if name is None else {"name": name}
+        await self.call("characters.upsert", extensionId=extension, id=character, **named)
+        await self.call(
+            "instances.upsert", extensionId=extension, id=instance, characterId=character
+        )
+
     async def error(self, method: str, /, **params: Any) -> dict[str, Any]:
         """Call expecting an error; return the error object."""
         try:
