@@ -6,6 +6,7 @@ import json
 import multiprocessing
 import os
 import sqlite3
+import stat
 import subprocess
 import threading
 from concurrent.futures import ProcessPoolExecutor
@@ -66,6 +67,7 @@ def test_a_backup_made_during_writes_holds_every_acknowledged_write_and_is_serve
         writer.join()
     assert result.returncode == 0, result.stderr
     assert json.loads(result.stdout)["files"] == 3  # the registry and both extensions
+    assert stat.S_IMODE(destination.stat().st_mode) == 0o700  # private, as the data dir
     # Each copy is one file, without a WAL beside it.
     assert sorted(p.name for p in destination.rglob("*")) == [
         "busy.sqlite3",

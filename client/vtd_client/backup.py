@@ -56,7 +56,9 @@ def back_up(data_dir: Path, destination: Path) -> list[Path]:
     if destination.exists() and (not destination.is_dir() or any(destination.iterdir())):
         raise BackupError(f"{destination} exists and is not empty; back up into a new directory")
     try:
-        (destination / EXTENSIONS).mkdir(mode=0o700, parents=True, exist_ok=True)
+        # As private as the data dir: parents=True alone would make DEST 0755.
+        destination.mkdir(mode=0o700, parents=True, exist_ok=True)
+        (destination / EXTENSIONS).mkdir(mode=0o700, exist_ok=True)
     except OSError as exc:
         raise BackupError(f"cannot create {destination}: {exc.strerror}") from None
     written: list[Path] = []
