@@ -23,7 +23,9 @@ NODE = shutil.which("node")
 NODE_DIR = Path(__file__).resolve().parent.parent / "client" / "node"
 _names = itertools.count()
 
-# The tables as the valuetracker plugin created them.
+# The tables as the valuetracker plugin's earlier releases created them, with
+# cascading deletes; tests/valuetracker_sqljs.js writes its sql.js releases'
+# tables (no cascades, two indexes) with sql.js itself.
 OLD_SCHEMA = """
 CREATE TABLE characters (
   id TEXT PRIMARY KEY, name TEXT,
