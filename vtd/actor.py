@@ -230,7 +230,7 @@ class WriterActor:
 
     def trim_if_idle(self) -> None:
         """Ask for the WAL to be truncated if the writer committed, then stayed idle long enough."""
-        if self._untrimmed and self._idle_long_enough():
+        if self._trim_due():
             # A full queue means busy after all, a closed one closing: no trim now.
             with suppress(anyio.WouldBlock, anyio.ClosedResourceError, anyio.BrokenResourceError):
                 self._send.send_nowait(None)
@@ -248,10 +248,11 @@ class WriterActor:
             async with self._receive:
                 async for first in self._receive:
                     if first is None:
-                        if self._untrimmed and self._idle_long_enough():
+                        if self._trim_due():  # still: no batch came in between
                             await self._trim_wal(worker)
                         continue
-                    batch = self._gather([first])
+                    batch = [first]
+                    self._gather(batch)
                     self._writing()
                     try:
                         if len(batch) < self._last_batch_size:
@@ -279,8 +280,8 @@ class WriterActor:
             worker.stop()
             self.stopped.set()
 
-    def _gather(self, batch: list[PendingWrite[Any]]) -> list[PendingWrite[Any]]:
-        """Add the jobs queued now to ``batch``, up to ``MAX_BATCH``; answer ``batch``."""
+    def _gather(self, batch: list[PendingWrite[Any]]) -> None:
+        """Add the jobs queued now to ``batch``, up to ``MAX_BATCH``."""
         while len(batch) < MAX_BATCH:
             try:
                 pending = self._receive.receive_nowait()
@@ -288,7 +289,6 @@ class WriterActor:
                 break
             if pending is not None:
                 batch.append(pending)
-        return batch
 
     def _done(self, batch: list[PendingWrite[Any]]) -> None:
         self._untrimmed = True
@@ -308,8 +308,9 @@ class WriterActor:
         finally:
             self.busy_since = None
 
-    def _idle_long_enough(self) -> bool:
-        return anyio.current_time() - self._last_batch_at >= IDLE_BEFORE_TRIM
+    def _trim_due(self) -> bool:
+        """Whether the WAL may hold something and the writer has been idle long enough."""
+        return self._untrimmed and anyio.current_time() - self._last_batch_at >= IDLE_BEFORE_TRIM
 
     async def _trim_wal(self, worker: Worker) -> None:
         self._writing()  # readers let go of their shared snapshot, which would hold the WAL
