@@ -16,7 +16,7 @@ from pathlib import Path
 import pytest
 
 from tests.test_vtctl import VTCTL
-from tests.wire import DaemonProcess, wait_until
+from tests.wire import DaemonProcess, seed, wait_until
 from vtd_client import Client
 from vtd_client.backup import BackupError, back_up
 
@@ -34,12 +34,9 @@ def test_a_backup_made_during_writes_holds_every_acknowledged_write_and_is_serve
     daemon_process: DaemonProcess, short_dir: Path
 ) -> None:
     path = daemon_process.socket_path
+    for name in ("quiet", "busy"):
+        seed(path, name)
     with Client(path) as client:
-        for name in ("quiet", "busy"):
-            extension = client.extension(name)
-            extension.register()
-            extension.upsert_character("c", name="C")
-            extension.upsert_instance("i", character_id="c")
         client.extension("quiet").set_data_key("i", "kept", "123")
     acknowledged: list[int] = []
     stop = threading.Event()
