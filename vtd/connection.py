@@ -60,6 +60,25 @@ class LineTimeout(Exception):
     """A message was started but not finished within the line timeout."""
 
 
+async def finish_gently(sock: socket.socket) -> None:
+    """Say we are done (EOF), then discard what the client still sends, for up to ``LINGER`` s.
+
+    Closing a Unix socket at once would make the client's next send fail
+    with a broken pipe, and its next read with ECONNRESET, before it reads
+    the answers (or the refusal) already sent to it. The caller closes the
+    socket afterwards.
+    """
+    with anyio.move_on_after(LINGER):
+        try:
+            sock.shutdown(socket.SHUT_WR)
+            while True:
+                await anyio.wait_readable(sock)
+                if not sock.recv(READ_SIZE):
+                    return
+        except OSError:
+            pass
+
+
 def _blank(line: bytes) -> bool:
     """Only JSON whitespace: a blank line, ignored (a vertical tab is not blank)."""
     return not line or (line[0] in JSON_WHITESPACE and not line.strip(JSON_WHITESPACE))
@@ -125,21 +144,7 @@ class Connection:
                     self._outbox.flush()
                     self._outbox.close()
             if gentle:
-                await self._close_gently()
-
-    async def _close_gently(self) -> None:
-        # Closing a Unix socket with unread requests in it makes the client's
-        # next read fail with ECONNRESET instead of ending cleanly. So say we
-        # are done (EOF), and discard what the client still sends, briefly.
-        with anyio.move_on_after(LINGER):
-            try:
-                self._sock.shutdown(socket.SHUT_WR)
-                while True:
-                    await anyio.wait_readable(self._sock)
-                    if not self._sock.recv(READ_SIZE):
-                        return
-            except OSError:
-                pass
+                await finish_gently(self._sock)
 
     def _release(self, slots: int) -> None:
         for _ in range(slots):

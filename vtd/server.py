@@ -23,7 +23,7 @@ from anyio.abc import SocketAttribute, SocketListener, SocketStream
 
 from vtd import rpc
 from vtd.codes import BUSY
-from vtd.connection import Connection, Limits
+from vtd.connection import Connection, Limits, finish_gently
 from vtd.errors import StartupError
 from vtd.registry import Registry
 
@@ -191,7 +191,10 @@ class Server:
             f"Server busy: {self._max_connections} connections are open; retry later",
             {"reason": "too many connections", "limit": self._max_connections},
         )
-        with anyio.move_on_after(1):
-            with contextlib.suppress(anyio.BrokenResourceError, OSError):
-                await stream.send(rpc.encode(busy))
-        await stream.aclose()
+        async with stream:
+            with anyio.move_on_after(1):
+                with contextlib.suppress(anyio.BrokenResourceError, OSError):
+                    await stream.send(rpc.encode(busy))
+            # The client may send its request only now, after the refusal:
+            # it must then still read the refusal, not a broken pipe.
+            await finish_gently(stream.extra(SocketAttribute.raw_socket))
