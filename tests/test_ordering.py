@@ -65,6 +65,21 @@ async def test_pipelined_register_then_writes(client: Wire) -> None:
     assert await client.call("data.get", extensionId="fresh", id="i") == {"k": 3}
 
 
+async def test_a_register_pipelined_before_a_deregister_succeeds(client: Wire, ext: str) -> None:
+    # The register waits for its record to commit; by then the deregister
+    # read after it has closed the extension's file. That is not a failure
+    # of the register, which held until the deregister came.
+    for _ in range(5):
+        messages = [
+            request("register", {"extensionId": ext}, 1),
+            request("deregister", {"extensionId": ext}, 2),
+            request("register", {"extensionId": ext}, 3),
+        ]
+        replies = {r["id"]: r for r in await _pipeline(client, messages)}
+        assert all("result" in reply for reply in replies.values()), replies
+    assert await client.call("extensions.list") == [{"extensionId": ext}]
+
+
 async def test_a_write_acknowledged_is_seen_by_the_next_read(vtd, ext: str) -> None:
     async with await vtd.connect() as writer, await vtd.connect() as reader:
         for n in range(200):

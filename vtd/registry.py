@@ -225,7 +225,14 @@ class Registry:
 
         async def finish() -> None:
             await _recorded(extension_id, pending, "registration")
-            await extension.open()
+            try:
+                await extension.open()
+            except NotRegistered:
+                # A request after this one deregistered it, as it may: this
+                # registration held until then, and its file opened unless
+                # the writer says otherwise.
+                if extension.writer.fault is not None:
+                    raise extension.writer.fault from None
 
         return finish
 
