@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import json
+import random
+from typing import Any
 
 import anyio
 import pytest
@@ -78,6 +80,68 @@ async def test_a_register_pipelined_before_a_deregister_succeeds(client: Wire, e
         replies = {r["id"]: r for r in await _pipeline(client, messages)}
         assert all("result" in reply for reply in replies.values()), replies
     assert await client.call("extensions.list") == [{"extensionId": ext}]
+
+
+def _random_changes(seed: int, extension_id: str, count: int) -> list[dict[str, Any]]:
+    """Writes, registers and deregisters of one extension, many of them bound to fail."""
+    rng = random.Random(seed)
+    e = {"extensionId": extension_id}
+    messages = []
+    for n in range(count):
+        character, instance = rng.choice(["c0", "c1"]), rng.choice(["i0", "i1", "i2"])
+        key = rng.choice(["a", "b"])
+        method, params = rng.choice(
+            [
+                ("register", e),
+                ("register", e),
+                ("deregister", e),
+                ("characters.upsert", {**e, "id": character}),
+                ("characters.delete", {**e, "id": character}),
+                ("instances.upsert", {**e, "id": instance, "characterId": character}),
+                ("instances.delete", {**e, "id": instance}),
+                ("instances.deleteAll", {**e, "characterId": character}),
+                ("data.set", {**e, "id": instance, "key": key, "value": n}),
+                ("data.delete", {**e, "id": instance, "key": key}),
+                ("data.merge", {**e, "id": instance, "data": {key: n}}),
+                ("data.override", {**e, "id": instance, "data": {key: -n}}),
+                ("data.clear", {**e, "id": instance}),
+                ("data.remove", {**e, "id": instance, "keys": [key]}),
+            ]
+        )
+        messages.append(request(method, params, n))
+    return messages
+
+
+def _comparable(reply: dict[str, Any], extension_id: str) -> str:
+    """A reply without its times, its extension id replaced: equal for equal outcomes."""
+
+    def strip(value: Any) -> Any:
+        if isinstance(value, dict):
+            return {
+                k: "T" if k in ("createdAt", "updatedAt") else strip(v) for k, v in value.items()
+            }
+        if isinstance(value, list):
+            return [strip(v) for v in value]
+        return value
+
+    return json.dumps(strip(reply)).replace(extension_id, "X")
+
+
+async def test_pipelined_changes_answer_as_if_sent_one_at_a_time(vtd) -> None:
+    # Writes keep their order within a connection, so 40 changes sent at once
+    # must each be answered as they are when every one waits for the last.
+    async with await vtd.connect() as wire:
+        for seed in range(20):
+            pipelined = {
+                r["id"]: r for r in await _pipeline(wire, _random_changes(seed, f"p{seed}", 40))
+            }
+            for message in _random_changes(seed, f"s{seed}", 40):
+                await wire.send_raw(json.dumps(message).encode() + b"\n")
+                with anyio.fail_after(30):
+                    one = await wire.receive()
+                assert _comparable(pipelined[one["id"]], f"p{seed}") == _comparable(
+                    one, f"s{seed}"
+                ), (seed, message)
 
 
 async def test_a_write_acknowledged_is_seen_by_the_next_read(vtd, ext: str) -> None:
