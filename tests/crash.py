@@ -22,10 +22,13 @@ WINDOW = 8
 class Writer(threading.Thread):
     """One connection that pipelines ``data.set`` calls and records which were acknowledged."""
 
-    def __init__(self, socket_path: Path, name: str, round_number: int) -> None:
+    def __init__(
+        self, socket_path: Path, name: str, round_number: int, expected: frozenset[int]
+    ) -> None:
         super().__init__(daemon=True)
         self.socket_path = socket_path
         self.prefix = f"r{round_number}-{name}"
+        self.expected = expected
         self.acknowledged: dict[str, int] = {}
         self.errors: list[object] = []
 
@@ -60,7 +63,7 @@ class Writer(threading.Thread):
                 key = sent.pop(reply["id"])
                 if "result" in reply:
                     self.acknowledged[key] = reply["id"]
-                else:
+                elif reply["error"]["code"] not in self.expected:
                     self.errors.append(reply)
 
 
@@ -74,10 +77,22 @@ def prepare(daemon: DaemonProcess) -> None:
 
 
 def kill_during_writes(
-    daemon: DaemonProcess, round_number: int, *, connections: int = 8, writes_before_kill: int = 200
+    daemon: DaemonProcess,
+    round_number: int,
+    *,
+    connections: int = 8,
+    writes_before_kill: int = 200,
+    expected_errors: frozenset[int] = frozenset(),
 ) -> dict[str, int]:
-    """Run writers, SIGKILL the daemon once enough writes were acknowledged; return them all."""
-    writers = [Writer(daemon.socket_path, f"w{k}", round_number) for k in range(connections)]
+    """Run writers, SIGKILL the daemon once enough writes were acknowledged; return them all.
+
+    A write refused with one of ``expected_errors`` is not acknowledged, and
+    not a failure; any other error is.
+    """
+    writers = [
+        Writer(daemon.socket_path, f"w{k}", round_number, expected_errors)
+        for k in range(connections)
+    ]
     for writer in writers:
         writer.start()
     wait_until(

@@ -4,17 +4,19 @@ from __future__ import annotations
 
 import os
 import random
+import threading
 
 import pytest
 
 from tests.crash import (
+    EXTENSION,
     database_file,
     integrity_ok,
     kill_during_writes,
     missing_after_restart,
     prepare,
 )
-from tests.wire import DaemonProcess
+from tests.wire import DaemonProcess, RpcFailed, call_sync
 
 
 def _crash_rounds(daemon: DaemonProcess, rounds: int) -> None:
@@ -35,6 +37,50 @@ def _crash_rounds(daemon: DaemonProcess, rounds: int) -> None:
 
 def test_sigkill_while_8_connections_write_loses_nothing(daemon_process: DaemonProcess) -> None:
     _crash_rounds(daemon_process, rounds=int(os.environ.get("VTD_CRASH_ROUNDS_QUICK", "3")))
+
+
+def test_sigkill_while_the_extension_is_deregistered_and_registered_loses_nothing(
+    daemon_process: DaemonProcess,
+) -> None:
+    # Each deregister closes the extension's file behind the writes queued
+    # before it, each register opens it again: an acknowledged write must
+    # survive both, and the kill.
+    prepare(daemon_process)
+    toggles = 0
+    failures: list[RpcFailed] = []
+    stop = threading.Event()
+
+    def toggle() -> None:
+        nonlocal toggles
+        try:
+            while not stop.is_set():
+                for method in ("deregister", "register"):
+                    call_sync(daemon_process.socket_path, method, extensionId=EXTENSION)
+                toggles += 1
+        except OSError:
+            pass  # the daemon was killed
+        except RpcFailed as exc:
+            failures.append(exc)
+
+    toggler = threading.Thread(target=toggle, daemon=True)
+    toggler.start()
+    try:
+        acknowledged = kill_during_writes(
+            daemon_process, 0, writes_before_kill=1500, expected_errors=frozenset({-32001})
+        )
+    finally:
+        stop.set()
+        toggler.join(30)
+    assert failures == []
+    assert toggles > 0, "the extension was never deregistered and registered again"
+    assert integrity_ok(database_file(daemon_process))
+    daemon_process.start()
+    call_sync(daemon_process.socket_path, "register", extensionId=EXTENSION)  # as it may not be
+    assert missing_after_restart(daemon_process, acknowledged) == {}
+    print(
+        f"deregistered and registered {toggles} times; acknowledged writes checked: "
+        f"{len(acknowledged)}, lost: 0"
+    )
 
 
 @pytest.mark.reliability
