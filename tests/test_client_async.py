@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 import json
+from contextlib import suppress
 from pathlib import Path
 
 import anyio
 import pytest
 from anyio.abc import TaskStatus
+from anyio.streams.buffered import BufferedByteReceiveStream
 
 from tests.conftest import RunningDaemon, start_daemon
 from vtd.config import Config
@@ -186,3 +188,50 @@ async def test_sync_client_in_flight_drop_raises_and_is_not_resent(short_dir: Pa
         with anyio.fail_after(10):
             assert await anyio.to_thread.run_sync(use_client) == "Pong!"
     assert len(seen) == 2
+
+
+async def _never_read_the_first(
+    path: Path,
+    first_bytes: list[bytes],
+    *,
+    task_status: TaskStatus[None] = anyio.TASK_STATUS_IGNORED,
+) -> None:
+    """A peer that reads nothing of the first connection until the second is answered."""
+    async with await anyio.create_unix_listener(path) as listener:
+        task_status.started()
+        async with await listener.accept() as first:
+            async with await listener.accept() as second:
+                line = await BufferedByteReceiveStream(second).receive_until(b"\n", 1 << 20)
+                reply = {
+                    "jsonrpc": "2.0",
+                    "result": {"message": "Pong!"},
+                    "id": json.loads(line)["id"],
+                }
+                await second.send(json.dumps(reply).encode() + b"\n")
+            received = b""
+            with suppress(anyio.EndOfStream):
+                while True:  # until the client closes it
+                    received += await first.receive()
+            first_bytes.append(received)
+
+
+async def test_a_call_cut_short_while_sending_leaves_the_next_call_a_clean_line(
+    short_dir: Path,
+) -> None:
+    # The peer never reads, so 8 MB cannot all be sent: the timeout cuts the
+    # send short, and part of the line has gone out. The next call must not
+    # go after it, where it would be read as its end.
+    path = short_dir / "peer.sock"
+    first_bytes: list[bytes] = []
+    big = {f"k{n}": "v" * 1000 for n in range(8000)}
+    async with anyio.create_task_group() as tg:
+        await tg.start(_never_read_the_first, path, first_bytes)
+        with anyio.fail_after(20):
+            async with AsyncClient(path, timeout=10) as client:
+                with anyio.move_on_after(0.5) as sending:
+                    await client.call("data.override", extensionId="x", id="i", data=big)
+                assert sending.cancelled_caught
+                assert await client.ping() == "Pong!"
+    (cut_short,) = first_bytes
+    assert cut_short.startswith(b'{"jsonrpc"')
+    assert b"\n" not in cut_short  # the line was never finished, and nothing followed it

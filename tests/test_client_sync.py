@@ -5,6 +5,7 @@ from __future__ import annotations
 import errno
 import itertools
 import os
+import signal
 from datetime import UTC, datetime
 from pathlib import Path
 
@@ -266,3 +267,30 @@ def test_storage_unavailable_carries_the_reason(daemon_process: DaemonProcess) -
     assert caught.value.extension_id == "damaged"
     assert caught.value.reason is not None
     assert "move it aside" in caught.value.reason
+
+
+def test_a_call_interrupted_while_sending_leaves_the_next_call_a_clean_line(
+    daemon_process: DaemonProcess,
+) -> None:
+    # A stopped daemon reads nothing, so 8 MB cannot all be sent before the
+    # alarm interrupts the send (as Ctrl-C would), with part of the line out.
+    class Interrupted(Exception):
+        pass
+
+    def interrupt(signum: int, frame: object) -> None:
+        raise Interrupted
+
+    big = {f"k{n}": "v" * 1000 for n in range(8000)}
+    with Client(daemon_process.socket_path, timeout=10) as client:
+        assert client.ping() == "Pong!"  # the connection is open
+        daemon_process.signal(signal.SIGSTOP)
+        previous = signal.signal(signal.SIGALRM, interrupt)
+        try:
+            signal.setitimer(signal.ITIMER_REAL, 0.5)
+            with pytest.raises(Interrupted):
+                client.call("data.override", extensionId="x", id="i", data=big)
+        finally:
+            signal.setitimer(signal.ITIMER_REAL, 0)
+            signal.signal(signal.SIGALRM, previous)
+            daemon_process.signal(signal.SIGCONT)
+        assert client.ping() == "Pong!"

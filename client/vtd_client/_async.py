@@ -70,24 +70,39 @@ class _Connection:
         self.waiting: dict[Any, _Reply] = {}
         self.send_lock = anyio.Lock()
         self.closed = False
+        """No more calls go out on it: it dropped, or a send was cut short."""
         self.line_error: VtdError | None = None
+        self._reading = anyio.CancelScope()
+
+    def retire(self) -> None:
+        """Send nothing more on it; close it once the calls already sent are answered.
+
+        For a send cut short (its caller cancelled, or timed out): part of the
+        line may have gone out, and the daemon would read the next line sent
+        as its end.
+        """
+        self.closed = True
+        if not self.waiting:
+            self._reading.cancel()
 
     async def read_answers(self) -> None:
         reason = "vtd closed the connection"
         try:
-            while True:
-                line = await self.reader.receive_until(b"\n", MAX_LINE)
-                response = json.loads(line)
-                ids = response_ids(response)
-                if ids == [None] and isinstance(response, dict) and "error" in response:
-                    # An answer to no request in particular (a refused connection, an
-                    # oversized line): the daemon closes next, and waiting calls get it.
-                    self.line_error = error_from_response(response["error"])
-                reply = next((self.waiting.pop(i) for i in ids if i in self.waiting), None)
-                for i in ids:
-                    self.waiting.pop(i, None)
-                if reply is not None:
-                    reply.deliver(response)
+            with self._reading:
+                while not (self.closed and not self.waiting):
+                    line = await self.reader.receive_until(b"\n", MAX_LINE)
+                    response = json.loads(line)
+                    ids = response_ids(response)
+                    if ids == [None] and isinstance(response, dict) and "error" in response:
+                        # An answer to no request in particular (a refused connection,
+                        # an oversized line): the daemon closes next, and waiting
+                        # calls get it.
+                        self.line_error = error_from_response(response["error"])
+                    reply = next((self.waiting.pop(i) for i in ids if i in self.waiting), None)
+                    for i in ids:
+                        self.waiting.pop(i, None)
+                    if reply is not None:
+                        reply.deliver(response)
         except (
             anyio.EndOfStream,
             anyio.IncompleteRead,
@@ -113,7 +128,9 @@ class AsyncClient:
     Same settings and methods as ``Client``, awaited. Calls may run
     concurrently from many tasks over the one connection. The connection
     reopens on the next call after it drops; calls in flight then raise
-    ``ConnectionLost`` and are never resent.
+    ``ConnectionLost`` and are never resent. A call cancelled (or timed
+    out) while sending retires the connection: the calls already sent on it
+    get their answers, and later calls open a new one.
     """
 
     def __init__(
@@ -208,7 +225,13 @@ class AsyncClient:
             with anyio.fail_after(self.timeout):
                 try:
                     async with connection.send_lock:
-                        await connection.stream.send(encode(message))
+                        try:
+                            await connection.stream.send(encode(message))
+                        except BaseException:
+                            for request_id in ids:
+                                connection.waiting.pop(request_id, None)
+                            connection.retire()
+                            raise
                 except (anyio.BrokenResourceError, anyio.ClosedResourceError, OSError) as exc:
                     raise ConnectionLost(f"the connection to vtd dropped: {exc!r}") from exc
                 await reply.event.wait()

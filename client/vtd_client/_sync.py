@@ -132,7 +132,13 @@ class Client:
     def _exchange(self, message: Any, ids: list[int]) -> Any:
         sock = self._connect()
         try:
-            sock.sendall(encode(message))
+            try:
+                sock.sendall(encode(message))
+            except BaseException:
+                # Cut short (Ctrl-C, say): part of the line may have gone out,
+                # and the daemon would read the next call's line as its end.
+                self.close()
+                raise
             while True:
                 response = self._read_line(sock)
                 if set(response_ids(response)) & set(ids) or response_ids(response) == [None]:
