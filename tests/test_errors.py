@@ -7,7 +7,7 @@ import json
 import anyio
 import pytest
 
-from tests.wire import Wire, request
+from tests.wire import RpcFailed, Wire, request
 
 pytestmark = pytest.mark.anyio
 
@@ -302,3 +302,39 @@ async def test_message_too_large_gets_one_error_and_the_connection_closes(vtd) -
         assert error["data"]["limit"] == limit
         with anyio.fail_after(10), pytest.raises((anyio.EndOfStream, anyio.BrokenResourceError)):
             await wire.reader.receive()
+
+
+@pytest.mark.parametrize("request_id", [1, None])
+async def test_a_stream_ending_in_the_middle_of_a_message_gets_one_error(
+    vtd, ext: str, request_id: int | None
+) -> None:
+    # socat after `printf` with no final newline: the message is not taken,
+    # and the client is told why instead of hearing nothing.
+    # A notification is refused out loud too: nothing else would say why.
+    message = request(
+        "data.set", {"extensionId": ext, "id": "i1", "key": "k", "value": 1}, request_id
+    )
+    async with await vtd.connect() as wire:
+        await wire.send_raw(b'{"jsonrpc":"2.0","method":"ping","id":7}\n  \n')
+        await wire.send_raw(json.dumps(message).encode())
+        await wire.stream.send_eof()
+        assert (await wire.receive())["result"] == {"message": "Pong!"}
+        reply = await wire.receive()
+        assert reply["id"] is None
+        error = _error(reply)
+        assert error["code"] == -32600
+        assert error["data"] == {"reason": "no newline after the last message"}
+        with anyio.fail_after(10), pytest.raises(anyio.EndOfStream):
+            await wire.reader.receive()
+    async with await vtd.connect() as wire:
+        with pytest.raises(RpcFailed) as refused:
+            await wire.call("data.getKey", extensionId=ext, id="i1", key="k")
+        assert refused.value.code == -32002  # never written
+
+
+async def test_a_stream_ending_after_blank_space_gets_no_error(client: Wire) -> None:
+    await client.send_raw(b'{"jsonrpc":"2.0","method":"ping","id":1}\n \t')
+    await client.stream.send_eof()
+    assert (await client.receive())["result"] == {"message": "Pong!"}
+    with anyio.fail_after(10), pytest.raises(anyio.EndOfStream):
+        await client.reader.receive()

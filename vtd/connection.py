@@ -56,6 +56,10 @@ class MessageTooLarge(Exception):
     """A line grew past the message size limit before its newline."""
 
 
+class UnfinishedMessage(Exception):
+    """The client ended its stream in the middle of a message (no newline after it)."""
+
+
 class LineTimeout(Exception):
     """A message was started but not finished within the line timeout."""
 
@@ -177,6 +181,18 @@ class Connection:
                         f"Invalid request: the message is longer than "
                         f"{self._limits.max_message} bytes; closing the connection",
                         {"reason": "message too large", "limit": self._limits.max_message},
+                    )
+                ),
+                0,
+            )
+        except UnfinishedMessage:
+            self._outbox.add(
+                rpc.encode(
+                    rpc.error_response(
+                        INVALID_REQUEST,
+                        "Invalid request: the stream ended in the middle of a message; "
+                        "end every message with a newline",
+                        {"reason": "no newline after the last message"},
                     )
                 ),
                 0,
@@ -308,8 +324,13 @@ class Connection:
                 if started is None:
                     started = now
                 remaining = started + self._limits.line_timeout - now
-                with anyio.move_on_after(remaining) as waiting:
-                    chunk = await self._receive()
+                try:
+                    with anyio.move_on_after(remaining) as waiting:
+                        chunk = await self._receive()
+                except anyio.EndOfStream:
+                    if _blank(bytes(buffer)):
+                        raise
+                    raise UnfinishedMessage from None
                 if waiting.cancelled_caught:
                     raise LineTimeout
             buffer += chunk
