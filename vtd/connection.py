@@ -174,31 +174,23 @@ class Connection:
                         await self._slots.acquire()
                 self._dispatch(message, handlers)
         except MessageTooLarge:
-            self._outbox.add(
-                rpc.encode(
-                    rpc.error_response(
-                        INVALID_REQUEST,
-                        f"Invalid request: the message is longer than "
-                        f"{self._limits.max_message} bytes; closing the connection",
-                        {"reason": "message too large", "limit": self._limits.max_message},
-                    )
-                ),
-                0,
+            self._refuse_stream(
+                f"the message is longer than {self._limits.max_message} bytes; "
+                "closing the connection",
+                {"reason": "message too large", "limit": self._limits.max_message},
             )
         except UnfinishedMessage:
-            self._outbox.add(
-                rpc.encode(
-                    rpc.error_response(
-                        INVALID_REQUEST,
-                        "Invalid request: the stream ended in the middle of a message; "
-                        "end every message with a newline",
-                        {"reason": "no newline after the last message"},
-                    )
-                ),
-                0,
+            self._refuse_stream(
+                "the stream ended in the middle of a message; end every message with a newline",
+                {"reason": "no newline after the last message"},
             )
         except (anyio.EndOfStream, OSError):
             pass
+
+    def _refuse_stream(self, problem: str, data: dict[str, object]) -> None:
+        """Answer a fault of the byte stream itself, which names no request: ``"id": null``."""
+        error = rpc.error_response(INVALID_REQUEST, f"Invalid request: {problem}", data)
+        self._outbox.add(rpc.encode(error), 0)
 
     def _take_whole_lines(self, chunk: bytes) -> bytes:
         """Handle the whole lines a chunk starts with, if that needs no waiting; return the rest.
