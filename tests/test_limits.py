@@ -11,6 +11,7 @@ import pytest
 
 from tests.conftest import start_daemon
 from tests.wire import request
+from vtd import server
 from vtd.config import Config
 
 pytestmark = pytest.mark.anyio
@@ -86,6 +87,35 @@ async def test_connections_past_the_limit_get_busy_and_are_closed(config: Config
                     break
         for wire in held[1:]:
             await wire.aclose()
+        running.daemon.stop()
+
+
+async def test_refused_connections_are_logged_at_most_once_a_minute(
+    config: Config, caplog: pytest.LogCaptureFixture, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    caplog.set_level(logging.WARNING, logger="vtd.server")
+
+    def refusals() -> list[str]:
+        return [r.getMessage() for r in caplog.records if "refused:" in r.getMessage()]
+
+    async def refused() -> None:
+        async with await running.connect() as extra:
+            with anyio.fail_after(10):
+                assert (await extra.receive())["error"]["code"] == -32003
+
+    async with anyio.create_task_group() as tg:
+        running = await start_daemon(replace(config, max_connections=1), tg)
+        async with await running.connect() as held:
+            assert await held.call("ping") == {"message": "Pong!"}
+            for _ in range(5):
+                await refused()
+            assert len(refusals()) == 1
+            assert "more refused" not in refusals()[0]
+            # Once the minute is over, the next warning counts the refusals not logged.
+            monkeypatch.setattr(server, "REFUSALS_LOGGED_EVERY", 0.0)
+            await refused()
+            assert len(refusals()) == 2
+            assert "(4 more refused since the last such warning)" in refusals()[1]
         running.daemon.stop()
 
 

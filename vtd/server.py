@@ -32,6 +32,10 @@ log = logging.getLogger(__name__)
 _SHORT_OF_RESOURCES = frozenset({errno.EMFILE, errno.ENFILE, errno.ENOBUFS, errno.ENOMEM})
 """accept() failures that pass once files or memory are freed: wait and accept again."""
 
+REFUSALS_LOGGED_EVERY = 60.0
+"""Seconds between two warnings of refused connections: a client that retries
+in a loop against a full daemon must not flood the journal."""
+
 
 def _ensure_socket_dir(directory: Path, socket_mode: int) -> None:
     # Private, but passable by those the socket's mode admits (a group, say):
@@ -132,6 +136,8 @@ class Server:
         self._accepting = anyio.CancelScope()
         self._connections: set[Connection] = set()
         self._accepted = 0
+        self._refusals_unlogged = 0
+        self._refusal_logged_at = -REFUSALS_LOGGED_EVERY
 
     @property
     def connection_count(self) -> int:
@@ -184,8 +190,28 @@ class Server:
             self._connections.discard(connection)
             log.debug("%s: closed", connection.name)
 
+    def _log_refusal(self, name: str) -> None:
+        now = anyio.current_time()
+        if now - self._refusal_logged_at < REFUSALS_LOGGED_EVERY:
+            self._refusals_unlogged += 1
+            return
+        since = (
+            f" ({self._refusals_unlogged} more refused since the last such warning)"
+            if self._refusals_unlogged
+            else ""
+        )
+        log.warning(
+            "%s: refused: %d connections are open, the limit (--max-connections)%s; "
+            "refusals are logged at most once a minute",
+            name,
+            len(self._connections),
+            since,
+        )
+        self._refusal_logged_at = now
+        self._refusals_unlogged = 0
+
     async def _refuse(self, stream: SocketStream, name: str) -> None:
-        log.warning("%s: refused: %d connections are open", name, len(self._connections))
+        self._log_refusal(name)
         busy = rpc.error_response(
             BUSY,
             f"Server busy: {self._max_connections} connections are open; retry later",
