@@ -15,6 +15,7 @@ from tests.conftest import RunningDaemon, start_daemon
 from vtd.config import Config
 from vtd_client import (
     AsyncClient,
+    CallTimeout,
     Character,
     Client,
     ConnectionLost,
@@ -235,3 +236,59 @@ async def test_a_call_cut_short_while_sending_leaves_the_next_call_a_clean_line(
     (cut_short,) = first_bytes
     assert cut_short.startswith(b'{"jsonrpc"')
     assert b"\n" not in cut_short  # the line was never finished, and nothing followed it
+
+
+async def _answer_nothing(
+    path: Path,
+    drain: anyio.Event,
+    received: list[bytes],
+    ended: anyio.Event,
+    *,
+    task_status: TaskStatus[None] = anyio.TASK_STATUS_IGNORED,
+) -> None:
+    """A peer that answers nothing and reads nothing until ``drain``, then reads to the end."""
+    async with await anyio.create_unix_listener(path) as listener:
+        task_status.started()
+        async with await listener.accept() as only:
+            await drain.wait()
+            data = b""
+            with suppress(anyio.EndOfStream):
+                while True:  # until the client closes it
+                    data += await only.receive()
+            received.append(data)
+            ended.set()
+
+
+async def test_a_retired_connection_closes_once_its_last_call_gives_up(short_dir: Path) -> None:
+    # A ping is sent and waits; a large call is cut short while sending, which
+    # retires the connection with the ping still waiting. When the ping times
+    # out too, nothing waits on the connection any more: it must close then,
+    # not linger until the daemon answers (a stopped daemon never does).
+    path = short_dir / "peer.sock"
+    received: list[bytes] = []
+    ping_gave_up, ended = anyio.Event(), anyio.Event()
+    big = {f"k{n}": "v" * 1000 for n in range(8000)}
+    async with anyio.create_task_group() as tg:
+        await tg.start(_answer_nothing, path, ping_gave_up, received, ended)
+        with anyio.fail_after(20):
+            async with AsyncClient(path, timeout=2) as client:
+
+                async def ping() -> None:
+                    with pytest.raises(CallTimeout):
+                        await client.ping()
+                    ping_gave_up.set()
+
+                async with anyio.create_task_group() as calls:
+                    calls.start_soon(ping)
+                    await anyio.wait_all_tasks_blocked()  # the ping is sent and waits
+                    with anyio.move_on_after(0.5) as sending:
+                        await client.call("data.override", extensionId="x", id="i", data=big)
+                    assert sending.cancelled_caught
+                # The peer reads to the end of the stream while the client is still open.
+                with anyio.fail_after(5):
+                    await ended.wait()
+    (data,) = received
+    first, rest = data.split(b"\n", 1)
+    assert json.loads(first)["method"] == "ping"
+    assert rest.startswith(b'{"jsonrpc"')
+    assert b"\n" not in rest  # the cut line was never finished, and nothing followed it

@@ -75,11 +75,13 @@ class _Connection:
         self._reading = anyio.CancelScope()
 
     def retire(self) -> None:
-        """Send nothing more on it; close it once the calls already sent are answered.
+        """Send nothing more on it; close it once no call waits on it any more.
 
         For a send cut short (its caller cancelled, or timed out): part of the
         line may have gone out, and the daemon would read the next line sent
-        as its end.
+        as its end. The reader closes the connection after the last answer; a
+        call that gives up on its answer calls this again, and closes it if
+        it was the last.
         """
         self.closed = True
         if not self.waiting:
@@ -228,9 +230,9 @@ class AsyncClient:
                         try:
                             await connection.stream.send(encode(message))
                         except BaseException:
-                            for request_id in ids:
-                                connection.waiting.pop(request_id, None)
-                            connection.retire()
+                            # Part of the line may have gone out: nothing more
+                            # goes on this connection (retired below).
+                            connection.closed = True
                             raise
                 except (anyio.BrokenResourceError, anyio.ClosedResourceError, OSError) as exc:
                     raise ConnectionLost(f"the connection to vtd dropped: {exc!r}") from exc
@@ -240,6 +242,8 @@ class AsyncClient:
         finally:
             for request_id in ids:
                 connection.waiting.pop(request_id, None)
+            if connection.closed:
+                connection.retire()  # closes it now if no call waits on it any more
         if reply.error is not None:
             raise reply.error
         return reply.response
