@@ -130,13 +130,13 @@ def upsert_character(conn: sqlite3.Connection, character_id: str, name: str | No
     now = utc_now()
     row = conn.execute(
         """
-        INSERT INTO characters (id, name, created_at, updated_at) VALUES (?1, ?2, ?3, ?3)
+        INSERT INTO characters (id, name, created_at, updated_at) VALUES (?, ?, ?, ?)
         ON CONFLICT (id) DO UPDATE SET
             name = coalesce(excluded.name, characters.name),
             updated_at = excluded.updated_at
         RETURNING id, name, created_at, updated_at
         """,
-        (character_id, name, now),
+        (character_id, name, now, now),
     ).fetchone()
     return _character(row)
 
@@ -183,14 +183,16 @@ def upsert_instance(
     row = conn.execute(
         """
         INSERT INTO instances (id, character_pk, name, created_at, updated_at)
-        VALUES (?1, ?2, ?3, ?4, ?4)
+        VALUES (?, ?, ?, ?, ?)
         ON CONFLICT (id) DO UPDATE SET
             character_pk = excluded.character_pk,
             name = coalesce(excluded.name, instances.name),
             updated_at = excluded.updated_at
-        RETURNING id, ?5, name, created_at, updated_at
+        RETURNING id, ?, name, created_at, updated_at
         """,
-        (instance_id, character_pk, name, now, character_id),
+        # Plain ? only: early 3.12 releases take ?NNN for a named parameter and
+        # warn (CPython gh-117995), which fails the write under -W error.
+        (instance_id, character_pk, name, now, now, character_id),
     ).fetchone()
     return _instance(row)
 
