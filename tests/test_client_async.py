@@ -8,10 +8,11 @@ from pathlib import Path
 
 import anyio
 import pytest
-from anyio.abc import TaskStatus
+from anyio.abc import SocketStream, TaskStatus
 from anyio.streams.buffered import BufferedByteReceiveStream
 
 from tests.conftest import RunningDaemon, start_daemon
+from tests.wire import TOO_BIG_TO_SEND
 from vtd.config import Config
 from vtd_client import (
     AsyncClient,
@@ -191,6 +192,15 @@ async def test_sync_client_in_flight_drop_raises_and_is_not_resent(short_dir: Pa
     assert len(seen) == 2
 
 
+async def _read_to_end(stream: SocketStream) -> bytes:
+    """Everything the client sends, until it closes the connection."""
+    data = b""
+    with suppress(anyio.EndOfStream):
+        while True:
+            data += await stream.receive()
+    return data
+
+
 async def _never_read_the_first(
     path: Path,
     first_bytes: list[bytes],
@@ -209,11 +219,7 @@ async def _never_read_the_first(
                     "id": json.loads(line)["id"],
                 }
                 await second.send(json.dumps(reply).encode() + b"\n")
-            received = b""
-            with suppress(anyio.EndOfStream):
-                while True:  # until the client closes it
-                    received += await first.receive()
-            first_bytes.append(received)
+            first_bytes.append(await _read_to_end(first))
 
 
 async def test_a_call_cut_short_while_sending_leaves_the_next_call_a_clean_line(
@@ -224,13 +230,14 @@ async def test_a_call_cut_short_while_sending_leaves_the_next_call_a_clean_line(
     # go after it, where it would be read as its end.
     path = short_dir / "peer.sock"
     first_bytes: list[bytes] = []
-    big = {f"k{n}": "v" * 1000 for n in range(8000)}
     async with anyio.create_task_group() as tg:
         await tg.start(_never_read_the_first, path, first_bytes)
         with anyio.fail_after(20):
             async with AsyncClient(path, timeout=10) as client:
                 with anyio.move_on_after(0.5) as sending:
-                    await client.call("data.override", extensionId="x", id="i", data=big)
+                    await client.call(
+                        "data.override", extensionId="x", id="i", data=TOO_BIG_TO_SEND
+                    )
                 assert sending.cancelled_caught
                 assert await client.ping() == "Pong!"
     (cut_short,) = first_bytes
@@ -251,11 +258,7 @@ async def _answer_nothing(
         task_status.started()
         async with await listener.accept() as only:
             await drain.wait()
-            data = b""
-            with suppress(anyio.EndOfStream):
-                while True:  # until the client closes it
-                    data += await only.receive()
-            received.append(data)
+            received.append(await _read_to_end(only))
             ended.set()
 
 
@@ -267,7 +270,6 @@ async def test_a_retired_connection_closes_once_its_last_call_gives_up(short_dir
     path = short_dir / "peer.sock"
     received: list[bytes] = []
     ping_gave_up, ended = anyio.Event(), anyio.Event()
-    big = {f"k{n}": "v" * 1000 for n in range(8000)}
     async with anyio.create_task_group() as tg:
         await tg.start(_answer_nothing, path, ping_gave_up, received, ended)
         with anyio.fail_after(20):
@@ -282,7 +284,9 @@ async def test_a_retired_connection_closes_once_its_last_call_gives_up(short_dir
                     calls.start_soon(ping)
                     await anyio.wait_all_tasks_blocked()  # the ping is sent and waits
                     with anyio.move_on_after(0.5) as sending:
-                        await client.call("data.override", extensionId="x", id="i", data=big)
+                        await client.call(
+                            "data.override", extensionId="x", id="i", data=TOO_BIG_TO_SEND
+                        )
                     assert sending.cancelled_caught
                 # The peer reads to the end of the stream while the client is still open.
                 with anyio.fail_after(5):

@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.wire import DaemonProcess, wait_until
+from tests.wire import TOO_BIG_TO_SEND, DaemonProcess, wait_until
 from vtd_client import (
     Busy,
     Character,
@@ -280,7 +280,6 @@ def test_a_call_interrupted_while_sending_leaves_the_next_call_a_clean_line(
     def interrupt(signum: int, frame: object) -> None:
         raise Interrupted
 
-    big = {f"k{n}": "v" * 1000 for n in range(8000)}
     with Client(daemon_process.socket_path, timeout=10) as client:
         assert client.ping() == "Pong!"  # the connection is open
         daemon_process.signal(signal.SIGSTOP)
@@ -288,7 +287,7 @@ def test_a_call_interrupted_while_sending_leaves_the_next_call_a_clean_line(
         try:
             signal.setitimer(signal.ITIMER_REAL, 0.5)
             with pytest.raises(Interrupted):
-                client.call("data.override", extensionId="x", id="i", data=big)
+                client.call("data.override", extensionId="x", id="i", data=TOO_BIG_TO_SEND)
         finally:
             signal.setitimer(signal.ITIMER_REAL, 0)
             signal.signal(signal.SIGALRM, previous)

@@ -26,6 +26,10 @@ from anyio.streams.buffered import BufferedByteReceiveStream
 
 MAX_LINE = 64 * 1024 * 1024
 
+TOO_BIG_TO_SEND = {f"k{n}": "v" * 1000 for n in range(8000)}
+"""About 8 MB of data: more than a socket takes while its peer reads nothing,
+so a send of it blocks until it is cut short."""
+
 
 class RpcFailed(Exception):
     """A call answered with an error object."""
