@@ -211,7 +211,14 @@ def measure(
     )
 
 
-def size_scaling(daemon: Daemon, seconds: float, rounds: int = 3) -> list[dict[str, float]]:
+def extension_for(label: str) -> str:
+    """The extension preloaded with the dataset of one size (``10k``, ``100k``, ``1M``)."""
+    return f"bench{label}"
+
+
+def size_scaling(
+    daemon: Daemon, seconds: float, sizes: dict[str, int], rounds: int = 3
+) -> list[dict[str, float]]:
     """W p50 on one connection at 1M rows against 10k rows, in alternating rounds.
 
     The per-size figures are minutes apart, and this machine's load drifts
@@ -221,8 +228,11 @@ def size_scaling(daemon: Daemon, seconds: float, rounds: int = 3) -> list[dict[s
     results = []
     for n in range(rounds):
         p50 = {}
-        for label, keys in sorted((("10k", 10), ("1M", 1000)), reverse=n % 2 == 1):
-            figure = measure(daemon, f"W1@{label}", "W", f"bench{label}", keys, 1, seconds / 2)
+        order = ["10k", "1M"] if n % 2 == 0 else ["1M", "10k"]
+        for label in order:
+            figure = measure(
+                daemon, f"W1@{label}", "W", extension_for(label), sizes[label], 1, seconds / 2
+            )
             p50[label] = figure.p50_us
         ratio = p50["1M"] / p50["10k"]
         results.append({"p50_us_10k": p50["10k"], "p50_us_1M": p50["1M"], "ratio": ratio})
@@ -336,7 +346,7 @@ def main() -> None:
     preload_seconds: dict[str, float] = {}
     try:
         for label, keys in sizes.items():
-            extension = f"bench{label}"
+            extension = extension_for(label)
             preload_seconds[label] = preload(daemon, extension, keys)
             print(f"preloaded {INSTANCES * keys:,} rows in {preload_seconds[label]:.1f} s")
             plan = [("W", 1), ("W", 16)]
@@ -360,7 +370,7 @@ def main() -> None:
                     f"p50 {figure.p50_us:>7,.0f} us  p99 {figure.p99_us:>7,.0f} us  "
                     f"errors {figure.errors}"
                 )
-        scaling_rounds = [] if args.quick else size_scaling(daemon, seconds)
+        scaling_rounds = [] if args.quick else size_scaling(daemon, seconds, sizes)
         memory = memory_with_idle_load(daemon, 100, 100 if args.quick else 1000)
     finally:
         daemon.stop()
