@@ -11,8 +11,8 @@ import pytest
 
 from tests.conftest import start_daemon
 from tests.wire import request
-from vtd import server
 from vtd.config import Config
+from vtd.logs import OccasionalWarning
 
 pytestmark = pytest.mark.anyio
 
@@ -91,7 +91,7 @@ async def test_connections_past_the_limit_get_busy_and_are_closed(config: Config
 
 
 async def test_refused_connections_are_logged_at_most_once_a_minute(
-    config: Config, caplog: pytest.LogCaptureFixture, monkeypatch: pytest.MonkeyPatch
+    config: Config, caplog: pytest.LogCaptureFixture
 ) -> None:
     caplog.set_level(logging.WARNING, logger="vtd.server")
 
@@ -110,13 +110,24 @@ async def test_refused_connections_are_logged_at_most_once_a_minute(
             for _ in range(5):
                 await refused()
             assert len(refusals()) == 1
-            assert "more refused" not in refusals()[0]
-            # Once the minute is over, the next warning counts the refusals not logged.
-            monkeypatch.setattr(server, "REFUSALS_LOGGED_EVERY", 0.0)
-            await refused()
-            assert len(refusals()) == 2
-            assert "(4 more refused since the last such warning)" in refusals()[1]
+            assert "more like this" not in refusals()[0]
         running.daemon.stop()
+
+
+def test_an_occasional_warning_counts_what_it_left_out(caplog: pytest.LogCaptureFixture) -> None:
+    caplog.set_level(logging.WARNING, logger="vtd.test")
+    warning = OccasionalWarning(logging.getLogger("vtd.test"), interval=60.0)
+    for n in range(5):
+        warning.warn("refused #%d", n)
+    assert [r.getMessage() for r in caplog.records] == ["refused #0"]
+    warning.interval = 0.0  # the minute is over
+    warning.warn("refused #%d", 5)
+    assert [r.getMessage() for r in caplog.records] == [
+        "refused #0",
+        "refused #5 (4 more like this since the last such warning)",
+    ]
+    warning.warn("refused #%d", 6)
+    assert caplog.records[-1].getMessage() == "refused #6"
 
 
 async def test_a_stalled_message_is_dropped_after_the_line_timeout(

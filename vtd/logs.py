@@ -10,6 +10,7 @@ from __future__ import annotations
 import logging
 import os
 import sys
+import time
 
 _PRIORITIES = {
     logging.CRITICAL: 2,
@@ -40,3 +41,31 @@ def configure(level: str) -> None:
     root.handlers[:] = [handler]
     root.setLevel(level.upper())
     logging.getLogger("jsonrpcserver").setLevel(logging.CRITICAL)
+
+
+class OccasionalWarning:
+    """A warning that repeats at most once per ``interval`` seconds.
+
+    A condition that recurs many times a second (a client retrying against a
+    full daemon, accept() failing while files are short) must not flood the
+    journal; each warning logged counts the occurrences left out since the
+    one before, so nothing goes unreported.
+    """
+
+    def __init__(self, logger: logging.Logger, interval: float) -> None:
+        self._logger = logger
+        self.interval = interval
+        self._logged_at = -interval
+        self._left_out = 0
+
+    def warn(self, message: str, *args: object) -> None:
+        """Log ``message % args`` now, or count it if one was logged within the interval."""
+        now = time.monotonic()
+        if now - self._logged_at < self.interval:
+            self._left_out += 1
+            return
+        if self._left_out:
+            message += f" ({self._left_out} more like this since the last such warning)"
+        self._logger.warning(message, *args)
+        self._logged_at = now
+        self._left_out = 0

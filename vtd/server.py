@@ -25,6 +25,7 @@ from vtd import rpc
 from vtd.codes import BUSY
 from vtd.connection import Connection, Limits, finish_gently
 from vtd.errors import StartupError
+from vtd.logs import OccasionalWarning
 from vtd.registry import Registry
 
 log = logging.getLogger(__name__)
@@ -32,9 +33,10 @@ log = logging.getLogger(__name__)
 _SHORT_OF_RESOURCES = frozenset({errno.EMFILE, errno.ENFILE, errno.ENOBUFS, errno.ENOMEM})
 """accept() failures that pass once files or memory are freed: wait and accept again."""
 
-REFUSALS_LOGGED_EVERY = 60.0
-"""Seconds between two warnings of refused connections: a client that retries
-in a loop against a full daemon must not flood the journal."""
+WARNINGS_REPEAT_AFTER = 60.0
+"""Seconds before a warning of refused connections, or of connections that
+cannot be accepted, is logged again: a client that retries in a loop against
+a full daemon must not flood the journal."""
 
 
 def _ensure_socket_dir(directory: Path, socket_mode: int) -> None:
@@ -136,8 +138,8 @@ class Server:
         self._accepting = anyio.CancelScope()
         self._connections: set[Connection] = set()
         self._accepted = 0
-        self._refusals_unlogged = 0
-        self._refusal_logged_at = -REFUSALS_LOGGED_EVERY
+        self._refusal_warning = OccasionalWarning(log, WARNINGS_REPEAT_AFTER)
+        self._accept_warning = OccasionalWarning(log, WARNINGS_REPEAT_AFTER)
 
     @property
     def connection_count(self) -> int:
@@ -168,7 +170,9 @@ class Server:
                 cause = exc if isinstance(exc, OSError) else exc.__cause__
                 if not isinstance(cause, OSError) or cause.errno not in _SHORT_OF_RESOURCES:
                     raise
-                log.warning("cannot accept a connection: %s; retrying shortly", cause.strerror)
+                self._accept_warning.warn(
+                    "cannot accept a connection: %s; retrying every 0.1 s", cause.strerror
+                )
                 await anyio.sleep(0.1)
                 continue
             self._accepted += 1
@@ -190,28 +194,12 @@ class Server:
             self._connections.discard(connection)
             log.debug("%s: closed", connection.name)
 
-    def _log_refusal(self, name: str) -> None:
-        now = anyio.current_time()
-        if now - self._refusal_logged_at < REFUSALS_LOGGED_EVERY:
-            self._refusals_unlogged += 1
-            return
-        since = (
-            f" ({self._refusals_unlogged} more refused since the last such warning)"
-            if self._refusals_unlogged
-            else ""
-        )
-        log.warning(
-            "%s: refused: %d connections are open, the limit (--max-connections)%s; "
-            "refusals are logged at most once a minute",
+    async def _refuse(self, stream: SocketStream, name: str) -> None:
+        self._refusal_warning.warn(
+            "%s: refused: %d connections are open, the limit (--max-connections)",
             name,
             len(self._connections),
-            since,
         )
-        self._refusal_logged_at = now
-        self._refusals_unlogged = 0
-
-    async def _refuse(self, stream: SocketStream, name: str) -> None:
-        self._log_refusal(name)
         busy = rpc.error_response(
             BUSY,
             f"Server busy: {self._max_connections} connections are open; retry later",
