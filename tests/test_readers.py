@@ -4,13 +4,14 @@ from __future__ import annotations
 
 import sqlite3
 import threading
+from collections.abc import Callable
 from pathlib import Path
 
 import anyio
 import pytest
 
 from vtd.errors import MustWait
-from vtd.readers import Reader
+from vtd.readers import NOW_MAX_VALUE_BYTES, Reader
 
 pytestmark = pytest.mark.anyio
 
@@ -85,6 +86,35 @@ async def test_a_long_read_is_refused_at_once_and_answered_whole_by_the_thread(
         assert reader.run_now(_first_x) == 0  # short reads still go at once
         with anyio.fail_after(10):
             assert await reader.run(_sum_x) == sum(range(ROWS))
+    finally:
+        reader.close()
+
+
+def _text_of(key: str) -> Callable[[sqlite3.Connection], str]:
+    def read(conn: sqlite3.Connection) -> str:
+        return str(conn.execute("SELECT v FROM texts WHERE k = ?", (key,)).fetchone()[0])
+
+    return read
+
+
+async def test_a_long_value_is_refused_at_once_and_answered_whole_by_the_thread(
+    tmp_path: Path,
+) -> None:
+    path = tmp_path / "texts.sqlite3"
+    longest = "x" * NOW_MAX_VALUE_BYTES
+    too_long = "y" * (NOW_MAX_VALUE_BYTES + 1)
+    with sqlite3.connect(path) as conn:
+        conn.execute("CREATE TABLE texts (k, v)")
+        conn.executemany("INSERT INTO texts VALUES (?, ?)", [("a", longest), ("b", too_long)])
+    conn.close()
+    reader = Reader("test", path)
+    try:
+        assert reader.run_now(_text_of("a")) == longest
+        with pytest.raises(MustWait):
+            reader.run_now(_text_of("b"))
+        assert reader.run_now(_text_of("a")) == longest  # the connection is still usable
+        with anyio.fail_after(10):
+            assert await reader.run(_text_of("b")) == too_long
     finally:
         reader.close()
 

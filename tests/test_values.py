@@ -66,6 +66,17 @@ async def test_one_mebibyte_string(client: Wire, ext: str) -> None:
     assert (await client.call("data.getKey", extensionId=ext, id="i1", key="big"))["big"] == big
 
 
+async def test_an_instance_with_a_large_value_reads_whole_every_way(client: Wire, ext: str) -> None:
+    # Too long to read on the event loop: these reads are answered by the thread.
+    big = "✓" * 100_000
+    data = {"small": 1, "big": big, "after": [2]}
+    await client.call("data.override", extensionId=ext, id="i1", data=data)
+    assert await client.call("data.get", extensionId=ext, id="i1") == data
+    assert (await client.call("instances.get", extensionId=ext, id="i1"))["data"] == data
+    assert await client.call("data.getKey", extensionId=ext, id="i1", key="big") == {"big": big}
+    assert await client.call("data.getKey", extensionId=ext, id="i1", key="small") == {"small": 1}
+
+
 async def test_unicode_keys_and_ids(client: Wire, ext: str) -> None:
     keys = {"日本": 1, "𝄞 clef": 2, "with space": 3, "a/b\\c": 4}
     await client.call("data.override", extensionId=ext, id="i1", data=keys)

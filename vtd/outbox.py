@@ -43,7 +43,7 @@ class Outbox:
         self._release = release
         self._on_broken = on_broken
         self._name = name
-        self._queue: deque[tuple[bytes, int]] = deque()
+        self._queue: deque[tuple[bytes | memoryview, int]] = deque()
         # A plain callback of the event loop, not a task: the daemon runs on
         # asyncio, and a callback costs a fraction of a task switch.
         self._loop = asyncio.get_running_loop()
@@ -96,10 +96,11 @@ class Outbox:
 
     def _send_some(self) -> None:
         queue = self._queue
-        if len(queue) == 1:
-            data = queue[0][0]
+        first = queue[0][0]
+        if len(queue) == 1 or len(first) >= SEND_SIZE:
+            data = first  # a large line goes alone, not copied into a join
         else:
-            parts: list[bytes] = []
+            parts: list[bytes | memoryview] = []
             size = 0
             for line, _ in queue:
                 parts.append(line)
@@ -119,7 +120,9 @@ class Outbox:
         while sent:
             line, line_slots = queue[0]
             if sent < len(line):
-                queue[0] = (line[sent:], line_slots)
+                # A view, not a slice: a large answer sent in many pieces
+                # must not be copied again for each.
+                queue[0] = (memoryview(line)[sent:], line_slots)
                 break
             queue.popleft()
             sent -= len(line)

@@ -13,8 +13,10 @@ lock; should SQLite ask it to (``SQLITE_BUSY``, rare in WAL mode: recovery
 after a crash), it raises ``MustWait``. Nor may a query run long there:
 SQLite interrupts it once its statements have taken about ``NOW_MAX_STEPS``
 steps of SQLite's virtual machine (about 750 values of an instance, well
-under a millisecond), and ``run_now`` raises ``MustWait`` for that too, so
-one huge instance never stalls every other client. ``run`` runs a query on the reader's own
+under a millisecond), or once it meets a value longer than
+``NOW_MAX_VALUE_BYTES`` (SQLite refuses it before loading it), and
+``run_now`` raises ``MustWait`` for those too, so one huge instance or
+value never stalls every other client. ``run`` runs a query on the reader's own
 ``Worker`` thread, for reads that may be large or must wait; reads that
 queue up there run back to back and are answered together.
 
@@ -50,10 +52,19 @@ T = TypeVar("T")
 NOW_MAX_STEPS = 10_000
 """About how many virtual-machine steps a read may take on the event loop's thread."""
 
+NOW_MAX_VALUE_BYTES = 64 * 1024
+"""The longest value a read on the event loop's thread may load, in bytes.
+
+Reading, encoding and sending a value costs the loop about a microsecond
+per 2 KB on these machines; 15 MB took it 20-50 ms, every other client
+waiting. Past this length a thread hand-off (tens of microseconds) is cheaper.
+"""
+
 _STEPS_PER_TICK = 1_000
 
-_WOULD_WAIT = ("SQLITE_BUSY", "SQLITE_INTERRUPT")
-"""Errors that only say the read must wait: the connection is still sound."""
+_WOULD_WAIT = ("SQLITE_BUSY", "SQLITE_INTERRUPT", "SQLITE_TOOBIG")
+"""Errors that only say the read must wait (or run on the thread): the
+connection is still sound."""
 
 
 def _would_wait(exc: sqlite3.Error) -> bool:
@@ -67,9 +78,17 @@ class _Connection:
     taken about that many steps.
     """
 
-    def __init__(self, path: Path, *, max_steps: int | None = None, **options: Any) -> None:
+    def __init__(
+        self,
+        path: Path,
+        *,
+        max_steps: int | None = None,
+        max_value_bytes: int | None = None,
+        **options: Any,
+    ) -> None:
         self._path = path
         self._options = options
+        self._max_value_bytes = max_value_bytes
         self._conn: sqlite3.Connection | None = None
         self._max_ticks = None if max_steps is None else max_steps // _STEPS_PER_TICK
         self._ticks = 0
@@ -87,6 +106,8 @@ class _Connection:
                 # the handler cannot simply interrupt when first called: it
                 # counts its calls since this use began.
                 self._conn.set_progress_handler(self._tick, _STEPS_PER_TICK)
+            if self._max_value_bytes is not None:
+                self._conn.setlimit(sqlite3.SQLITE_LIMIT_LENGTH, self._max_value_bytes)
         self._ticks = 0
         try:
             if hold and not self._conn.in_transaction:
@@ -127,7 +148,11 @@ class Reader:
         self._worker = Worker(f"reader {name}")
         self._reads = _Connection(path, read_only=True)  # the worker thread's
         self._reads_now = _Connection(  # the loop's
-            path, max_steps=NOW_MAX_STEPS, read_only=True, busy_timeout_ms=0
+            path,
+            max_steps=NOW_MAX_STEPS,
+            max_value_bytes=NOW_MAX_VALUE_BYTES,
+            read_only=True,
+            busy_timeout_ms=0,
         )
         self._checkpoints = _Connection(path)  # the worker thread's, writable
         self._checkpoint_queued = False
@@ -141,7 +166,7 @@ class Reader:
         """Run ``query`` on this thread, or raise ``MustWait`` if it must wait or runs long."""
         try:
             return self._reads_now.use(query, hold=self._share_snapshot)
-        except sqlite3.OperationalError as exc:
+        except sqlite3.Error as exc:
             if _would_wait(exc):
                 raise MustWait from exc
             raise
