@@ -38,3 +38,22 @@ def test_quick_benchmark_completes_without_errors(tmp_path: Path) -> None:
     }
     assert all(figure["requests"] > 0 for figure in report["figures"].values())
     assert "| figure |" in result.stdout
+
+
+def test_large_value_benchmark_completes(tmp_path: Path) -> None:
+    out = tmp_path / "large.json"
+    result = subprocess.run(
+        [
+            *(sys.executable, "-m", "benchmarks.large_values"),
+            *("--size-mib", "1", "--seconds", "0.3", "--out", str(out)),
+        ],
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert result.returncode == 0, result.stdout + result.stderr
+    report = json.loads(out.read_text())
+    assert report["alone"]["answered"] > 0
+    assert report["beside_reader"]["answered"] > 0
+    assert "| beside a reader of the value |" in result.stdout
