@@ -1,10 +1,11 @@
-"""How much one client reading a large value slows everyone else.
+"""How much one client reading or writing a large value slows everyone else.
 
 ``python -m benchmarks.large_values`` starts its own daemon, stores one
 large string value (15 MiB by default), and measures pings on one
-connection twice in the same run: alone, then while another process reads
-the large value over and over. It prints both, and their ratio, and writes
-JSON. A daemon that reads, encodes or sends the value on its event loop's
+connection three times in the same run: alone, while another process
+reads the large value over and over, and while it writes it over and over.
+It prints the three, with their ratios to the first, and writes JSON. A
+daemon that parses, reads, encodes or sends the value on its event loop's
 thread makes every ping behind it wait; one that keeps that work off the
 loop barely slows them.
 """
@@ -27,20 +28,27 @@ from vtd_client import Client
 EXTENSION = "large"
 PING = b'{"jsonrpc":"2.0","id":1,"method":"ping"}\n'
 
-READER = """
-import socket, sys
+CLIENT = """
+import json, socket, sys
+path, extension, method, size = sys.argv[1], sys.argv[2], sys.argv[3], int(sys.argv[4])
+params = {"extensionId": extension, "id": "i", "key": "big"}
+if method == "data.set":
+    params["value"] = "x" * size
+request = json.dumps({"jsonrpc": "2.0", "id": 1, "method": method, "params": params})
 sock = socket.socket(socket.AF_UNIX)
-sock.connect(sys.argv[1])
+sock.connect(path)
 answers = sock.makefile("rb")
-request = sys.argv[2].encode() + b"\\n"
 sys.stdout.write("ready\\n")
 sys.stdout.flush()
 while True:
-    sock.sendall(request)
+    sock.sendall(request.encode() + b"\\n")
     if b'"error"' in answers.readline()[:100]:
-        sys.exit("the large value was not read")
+        sys.exit(method + " of the large value failed")
 """
-"""The reading process: asks for the large value, reads the answer, again."""
+"""The busy client: reads (``data.getKey``) or writes (``data.set``) the large value, again."""
+
+BUSY_CLIENTS = {"beside a reader": "data.getKey", "beside a writer": "data.set"}
+"""The runs after the one alone: what the other process does meanwhile."""
 
 
 @dataclass
@@ -77,12 +85,13 @@ def ping_for(path: Path, seconds: float) -> Pings:
 
 
 def main() -> None:
-    """Store the value, ping alone, ping beside the reader; print, write JSON."""
+    """Store the value; ping alone, beside a reader, beside a writer; print, write JSON."""
     parser = argparse.ArgumentParser(prog="python -m benchmarks.large_values", description=__doc__)
     parser.add_argument("--size-mib", type=float, default=15.0, help="the value's size (15)")
     parser.add_argument("--seconds", type=float, default=5.0, help="each ping run's length (5)")
     parser.add_argument("--out", type=Path, default=Path("benchmarks/results/large_values.json"))
     args = parser.parse_args()
+    size = int(args.size_mib * (1 << 20))
     daemon = Daemon()
     try:
         with Client(daemon.socket, timeout=60) as client:
@@ -90,50 +99,40 @@ def main() -> None:
             extension.register()
             extension.upsert_character("c")
             extension.upsert_instance("i", "c")
-            extension.set_data_key("i", "big", "x" * int(args.size_mib * (1 << 20)))
-        alone = ping_for(daemon.socket, args.seconds)
-        request = json.dumps(
-            {
-                "jsonrpc": "2.0",
-                "id": 1,
-                "method": "data.getKey",
-                "params": {"extensionId": EXTENSION, "id": "i", "key": "big"},
-            }
-        )
-        reader = subprocess.Popen(
-            [sys.executable, "-c", READER, str(daemon.socket), request],
-            stdout=subprocess.PIPE,
-            text=True,
-        )
-        try:
-            assert reader.stdout is not None
-            if reader.stdout.readline() != "ready\n":
-                raise RuntimeError("the reading process did not start")
-            beside = ping_for(daemon.socket, args.seconds)
-            if reader.poll() is not None:
-                raise RuntimeError("the reading process stopped before the pings ended")
-        finally:
-            reader.kill()
-            reader.wait()
+            extension.set_data_key("i", "big", "x" * size)
+        runs = {"alone": ping_for(daemon.socket, args.seconds)}
+        for name, method in BUSY_CLIENTS.items():
+            busy = subprocess.Popen(
+                [sys.executable, "-c", CLIENT, str(daemon.socket), EXTENSION, method, str(size)],
+                stdout=subprocess.PIPE,
+                text=True,
+            )
+            try:
+                assert busy.stdout is not None
+                if busy.stdout.readline() != "ready\n":
+                    raise RuntimeError(f"the client calling {method} did not start")
+                runs[name] = ping_for(daemon.socket, args.seconds)
+                if busy.poll() is not None:
+                    raise RuntimeError(f"the client calling {method} stopped early")
+            finally:
+                busy.kill()
+                busy.wait()
     finally:
         daemon.stop()
     print(f"pings on one connection, {args.seconds:g} s each; a {args.size_mib:g} MiB value")
-    print("| pings | answered | p50 µs | p99 µs | max ms | over 5 ms |")
-    print("| --- | ---: | ---: | ---: | ---: | ---: |")
-    for name, pings in (("alone", alone), ("beside a reader of the value", beside)):
+    print("| pings | answered | × alone | p50 µs | p99 µs | max ms | over 5 ms |")
+    print("| --- | ---: | ---: | ---: | ---: | ---: | ---: |")
+    for name, pings in runs.items():
         print(
-            f"| {name} | {pings.answered:,} | {pings.p50_us:,.0f} | {pings.p99_us:,.0f} "
-            f"| {pings.max_ms:,.1f} | {pings.over_5_ms:,} |"
+            f"| {name} | {pings.answered:,} "
+            f"| {pings.answered / runs['alone'].answered:.2f} | {pings.p50_us:,.0f} "
+            f"| {pings.p99_us:,.0f} | {pings.max_ms:,.1f} | {pings.over_5_ms:,} |"
         )
-    ratio = beside.answered / alone.answered
-    print(f"beside the reader, pings answered {ratio:.2f}x as many as alone")
     result = {
         "date": datetime.now(UTC).isoformat(timespec="seconds"),
         "size_mib": args.size_mib,
         "seconds": args.seconds,
-        "alone": asdict(alone),
-        "beside_reader": asdict(beside),
-        "answered_ratio": ratio,
+        "pings": {name: asdict(pings) for name, pings in runs.items()},
     }
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(json.dumps(result, indent=2))

@@ -36,6 +36,7 @@ VALUES = [
 async def test_value_round_trips_with_its_type(client: Wire, ext: str, value: object) -> None:
     echoed = await client.call("data.set", extensionId=ext, id="i1", key="v", value=value)
     assert echoed["value"] == value
+    assert type(echoed["value"]) is type(value)
     got = (await client.call("data.getKey", extensionId=ext, id="i1", key="v"))["v"]
     assert got == value
     assert type(got) is type(value)

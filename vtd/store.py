@@ -255,18 +255,22 @@ def _upsert_values(
     )
 
 
-def set_data_key(conn: sqlite3.Connection, instance_id: str, key: str, value: Any) -> None:
-    """Store one value under one key."""
+def set_data_key(
+    conn: sqlite3.Connection, instance_id: str, key: str, value: Any
+) -> jsontext.RawJSON:
+    """Store one value under one key; answer the JSON text stored, for the reply to reuse."""
+    text = jsontext.dumps(value)
     stored = conn.execute(
         """
         INSERT INTO data (instance_pk, key, value)
         SELECT pk, ?, ? FROM instances WHERE id = ?
         ON CONFLICT (instance_pk, key) DO UPDATE SET value = excluded.value
         """,
-        (key, jsontext.dumps(value), instance_id),
+        (key, text, instance_id),
     ).rowcount
     if stored == 0:
         raise NotFound("instance", instance_id)
+    return jsontext.RawJSON(text)
 
 
 def delete_data_key(conn: sqlite3.Connection, instance_id: str, key: str) -> None:
