@@ -107,6 +107,20 @@ def test_data(ext) -> None:
     assert ext.clear_data("i1") is False
 
 
+def test_answers_larger_than_one_read_arrive_whole_and_in_order(client: Client, ext) -> None:
+    # About 5 MB over many reads of the socket, then a small answer that may
+    # share the last read with it: each call gets exactly its own line.
+    data = {f"k{n}": f"{n}:" + "v" * 50_000 for n in range(100)}
+    ext.override_data("i1", data)
+    for _ in range(3):
+        assert ext.get_data("i1") == data
+        assert client.ping() == "Pong!"
+    results = client.batch(
+        [("ping", {}), ("data.get", {"extensionId": ext.extension_id, "id": "i1"})]
+    )
+    assert results == [{"message": "Pong!"}, data]
+
+
 def test_cross_handle_reads(client: Client, ext) -> None:
     ext.set_data_key("i1", "k", {"v": True})
     other = client.cross(ext.extension_id)
