@@ -52,12 +52,14 @@ T = TypeVar("T")
 NOW_MAX_STEPS = 10_000
 """About how many virtual-machine steps a read may take on the event loop's thread."""
 
-NOW_MAX_VALUE_BYTES = 64 * 1024
+NOW_MAX_VALUE_BYTES = 1024
 """The longest value a read on the event loop's thread may load, in bytes.
 
-Reading, encoding and sending a value costs the loop about a microsecond
-per 2 KB on these machines; 15 MB took it 20-50 ms, every other client
-waiting. Past this length a thread hand-off (tens of microseconds) is cheaper.
+With ``NOW_MAX_STEPS``, it bounds what one read may cost the loop, every
+other client waiting: about 750 values of up to 1 KiB took it 1.2-1.6 ms
+(of 4 KB, 12 ms; one of 15 MB, 20-50 ms). Values of tracked state are
+mostly far shorter; a longer one costs its reader a thread hand-off, tens
+of microseconds.
 """
 
 _STEPS_PER_TICK = 1_000
