@@ -1,13 +1,14 @@
-"""How much one client reading or writing a large value slows everyone else.
+"""How much one client reading or writing large data slows everyone else.
 
 ``python -m benchmarks.large_values`` starts its own daemon, stores one
-large string value (15 MiB by default), and measures pings on one
-connection three times in the same run: alone, while another process
-reads the large value over and over, and while it writes it over and over.
-It prints the three, with their ratios to the first, and writes JSON. A
-daemon that parses, reads, encodes or sends the value on its event loop's
-thread makes every ping behind it wait; one that keeps that work off the
-loop barely slows them.
+large string value (15 MiB by default) and one instance of many mid-sized
+values (200 of 60 KB), and measures pings on one connection four times in
+the same run: alone, while another process reads the large value over and
+over, while it writes it over and over, and while it reads the whole
+instance over and over. It prints the four, with their ratios to the
+first, and writes JSON. A daemon that parses, reads, encodes or sends such
+data on its event loop's thread makes every ping behind it wait; one that
+keeps that work off the loop barely slows them.
 """
 
 from __future__ import annotations
@@ -31,7 +32,10 @@ PING = b'{"jsonrpc":"2.0","id":1,"method":"ping"}\n'
 CLIENT = """
 import json, socket, sys
 path, extension, method, size = sys.argv[1], sys.argv[2], sys.argv[3], int(sys.argv[4])
-params = {"extensionId": extension, "id": "i", "key": "big"}
+if method == "data.get":
+    params = {"extensionId": extension, "id": "many"}
+else:
+    params = {"extensionId": extension, "id": "i", "key": "big"}
 if method == "data.set":
     params["value"] = "x" * size
 request = json.dumps({"jsonrpc": "2.0", "id": 1, "method": method, "params": params})
@@ -43,11 +47,18 @@ sys.stdout.flush()
 while True:
     sock.sendall(request.encode() + b"\\n")
     if b'"error"' in answers.readline()[:100]:
-        sys.exit(method + " of the large value failed")
+        sys.exit(method + " failed")
 """
-"""The busy client: reads (``data.getKey``) or writes (``data.set``) the large value, again."""
+"""The busy client: reads (``data.getKey``) or writes (``data.set``) the large
+value, or reads the instance of many values (``data.get``), again and again."""
 
-BUSY_CLIENTS = {"beside a reader": "data.getKey", "beside a writer": "data.set"}
+BUSY_CLIENTS = {
+    "beside a reader": "data.getKey",
+    "beside a writer": "data.set",
+    "beside an instance reader": "data.get",
+}
+MANY_VALUES = 200
+MANY_VALUES_SIZE = 60_000
 """The runs after the one alone: what the other process does meanwhile."""
 
 
@@ -85,7 +96,7 @@ def ping_for(path: Path, seconds: float) -> Pings:
 
 
 def main() -> None:
-    """Store the value; ping alone, beside a reader, beside a writer; print, write JSON."""
+    """Store the data; ping alone and beside each busy client; print, write JSON."""
     parser = argparse.ArgumentParser(prog="python -m benchmarks.large_values", description=__doc__)
     parser.add_argument("--size-mib", type=float, default=15.0, help="the value's size (15)")
     parser.add_argument("--seconds", type=float, default=5.0, help="each ping run's length (5)")
@@ -100,6 +111,10 @@ def main() -> None:
             extension.upsert_character("c")
             extension.upsert_instance("i", "c")
             extension.set_data_key("i", "big", "x" * size)
+            extension.upsert_instance("many", "c")
+            extension.merge_data(
+                "many", {f"k{n}": "x" * MANY_VALUES_SIZE for n in range(MANY_VALUES)}
+            )
         runs = {"alone": ping_for(daemon.socket, args.seconds)}
         for name, method in BUSY_CLIENTS.items():
             busy = subprocess.Popen(
@@ -119,7 +134,10 @@ def main() -> None:
                 busy.wait()
     finally:
         daemon.stop()
-    print(f"pings on one connection, {args.seconds:g} s each; a {args.size_mib:g} MiB value")
+    print(
+        f"pings on one connection, {args.seconds:g} s each; a {args.size_mib:g} MiB value, "
+        f"an instance of {MANY_VALUES} values of {MANY_VALUES_SIZE:,} bytes"
+    )
     print("| pings | answered | × alone | p50 µs | p99 µs | max ms | over 5 ms |")
     print("| --- | ---: | ---: | ---: | ---: | ---: | ---: |")
     for name, pings in runs.items():

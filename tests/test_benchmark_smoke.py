@@ -54,6 +54,11 @@ def test_large_value_benchmark_completes(tmp_path: Path) -> None:
     )
     assert result.returncode == 0, result.stdout + result.stderr
     report = json.loads(out.read_text())
-    assert set(report["pings"]) == {"alone", "beside a reader", "beside a writer"}
+    assert set(report["pings"]) == {
+        "alone",
+        "beside a reader",
+        "beside a writer",
+        "beside an instance reader",
+    }
     assert all(pings["answered"] > 0 for pings in report["pings"].values())
     assert "| beside a writer |" in result.stdout
