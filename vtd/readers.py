@@ -11,14 +11,13 @@ loop's thread, at once: a point read costs tens of microseconds, far less
 than handing it to a thread and back. Its connection never waits for a
 lock; should SQLite ask it to (``SQLITE_BUSY``, rare in WAL mode: recovery
 after a crash), it raises ``MustWait``. Nor may a query run long there:
-SQLite interrupts it once its statements have taken about ``NOW_MAX_STEPS``
-steps of SQLite's virtual machine (about 750 values of an instance, well
-under a millisecond), or once it meets a value longer than
-``NOW_MAX_VALUE_BYTES`` (SQLite refuses it before loading it), and
-``run_now`` raises ``MustWait`` for those too, so one huge instance or
-value never stalls every other client. ``run`` runs a query on the reader's own
-``Worker`` thread, for reads that may be large or must wait; reads that
-queue up there run back to back and are answered together.
+SQLite interrupts it once it has run for ``NOW_MAX_SECONDS``, or once it
+meets a value longer than ``NOW_MAX_VALUE_BYTES`` (SQLite refuses it
+before loading it), and ``run_now`` raises ``MustWait`` for those too, so
+no instance or value, however large, stalls every other client. ``run``
+runs a query on the reader's own ``Worker`` thread, for reads that may be
+large or must wait; reads that queue up there run back to back and are
+answered together.
 
 While the writer is idle (it says so: ``writer_idle``), nothing can change
 the file, so the event loop's reads share one read transaction instead of
@@ -36,7 +35,9 @@ with a connection of its own: the writer's commits go on meanwhile.
 from __future__ import annotations
 
 import logging
+import math
 import sqlite3
+import time
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any, TypeVar
@@ -49,20 +50,28 @@ log = logging.getLogger(__name__)
 
 T = TypeVar("T")
 
-NOW_MAX_STEPS = 10_000
-"""About how many virtual-machine steps a read may take on the event loop's thread."""
+NOW_MAX_SECONDS = 0.001
+"""About how long a read may hold the event loop's thread, every other client waiting.
 
-NOW_MAX_VALUE_BYTES = 1024
-"""The longest value a read on the event loop's thread may load, in bytes.
-
-With ``NOW_MAX_STEPS``, it bounds what one read may cost the loop, every
-other client waiting: about 750 values of up to 1 KiB took it 1.2-1.6 ms
-(of 4 KB, 12 ms; one of 15 MB, 20-50 ms). Values of tracked state are
-mostly far shorter; a longer one costs its reader a thread hand-off, tens
-of microseconds.
+Point reads take microseconds; past this, the read is done again on the
+reader's thread, which costs it a hand-off (tens of microseconds) but
+nobody else anything. An instance of 200 values of 60 KB held the loop
+for 50 ms before this limit.
 """
 
-_STEPS_PER_TICK = 1_000
+NOW_MAX_VALUE_BYTES = 64 * 1024
+"""The longest value a read on the event loop's thread may load, in bytes.
+
+Loading a value is one step of SQLite's virtual machine, which the time
+limit cannot cut short: one of 15 MB held the loop for 20-50 ms. Up to
+this length, reading on the loop is far cheaper than a hand-off (with a
+limit of 1 KiB, reads of a 4 KB value on 16 connections fell from
+20,000-25,000/s to 6,500/s).
+"""
+
+_STEPS_PER_CHECK = 100
+"""How often SQLite asks whether a read on the loop is out of time: about every
+8 rows, each asking about 0.2 µs."""
 
 _WOULD_WAIT = ("SQLITE_BUSY", "SQLITE_INTERRUPT", "SQLITE_TOOBIG")
 """Errors that only say the read must wait (or run on the thread): the
@@ -76,24 +85,24 @@ def _would_wait(exc: sqlite3.Error) -> bool:
 class _Connection:
     """One connection to the file, opened when first used and afresh after a failure.
 
-    With ``max_steps``, SQLite interrupts a ``use`` once its statements have
-    taken about that many steps.
+    With ``max_seconds``, SQLite interrupts a ``use`` that runs longer; with
+    ``max_value_bytes``, it refuses to load a longer value.
     """
 
     def __init__(
         self,
         path: Path,
         *,
-        max_steps: int | None = None,
+        max_seconds: float | None = None,
         max_value_bytes: int | None = None,
         **options: Any,
     ) -> None:
         self._path = path
         self._options = options
+        self._max_seconds = max_seconds
         self._max_value_bytes = max_value_bytes
         self._conn: sqlite3.Connection | None = None
-        self._max_ticks = None if max_steps is None else max_steps // _STEPS_PER_TICK
-        self._ticks = 0
+        self._deadline = math.inf
 
     def use(self, work: Callable[[sqlite3.Connection], T], *, hold: bool = False) -> T:
         """Run ``work`` on the connection; a connection that failed may be broken: close it.
@@ -103,14 +112,12 @@ class _Connection:
         """
         if self._conn is None:
             self._conn = schema.connect(self._path, **self._options)
-            if self._max_ticks is not None:
-                # SQLite counts a cached statement's steps across its runs, so
-                # the handler cannot simply interrupt when first called: it
-                # counts its calls since this use began.
-                self._conn.set_progress_handler(self._tick, _STEPS_PER_TICK)
+            if self._max_seconds is not None:
+                self._conn.set_progress_handler(self._out_of_time, _STEPS_PER_CHECK)
             if self._max_value_bytes is not None:
                 self._conn.setlimit(sqlite3.SQLITE_LIMIT_LENGTH, self._max_value_bytes)
-        self._ticks = 0
+        if self._max_seconds is not None:
+            self._deadline = time.perf_counter() + self._max_seconds
         try:
             if hold and not self._conn.in_transaction:
                 self._conn.execute("BEGIN")
@@ -128,12 +135,11 @@ class _Connection:
     def end_transaction(self) -> None:
         """End the read transaction left open, if any: the next ``use`` takes a new snapshot."""
         if self._conn is not None and self._conn.in_transaction:
-            self._ticks = 0  # room for the ROLLBACK's few steps
+            self._deadline = math.inf  # the ROLLBACK must not be interrupted
             self._conn.execute("ROLLBACK")
 
-    def _tick(self) -> bool:
-        self._ticks += 1
-        return self._max_ticks is not None and self._ticks > self._max_ticks
+    def _out_of_time(self) -> bool:
+        return time.perf_counter() > self._deadline
 
     def close(self) -> None:
         """Close the connection, if it is open."""
@@ -151,7 +157,7 @@ class Reader:
         self._reads = _Connection(path, read_only=True)  # the worker thread's
         self._reads_now = _Connection(  # the loop's
             path,
-            max_steps=NOW_MAX_STEPS,
+            max_seconds=NOW_MAX_SECONDS,
             max_value_bytes=NOW_MAX_VALUE_BYTES,
             read_only=True,
             busy_timeout_ms=0,
