@@ -4,7 +4,10 @@ from __future__ import annotations
 
 import json
 import logging
+import socket
+import threading
 from dataclasses import replace
+from pathlib import Path
 
 import anyio
 import pytest
@@ -88,6 +91,44 @@ async def test_connections_past_the_limit_get_busy_and_are_closed(config: Config
         for wire in held[1:]:
             await wire.aclose()
         running.daemon.stop()
+
+
+def _flood_unread_then_hang_up(path: Path, request: bytes, clients: int) -> None:
+    """Have ``clients`` connections send ``request`` until vtd stops reading, then hang up."""
+    flood = request * 20_000
+
+    def one() -> None:
+        with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as sock:
+            sock.connect(str(path))
+            sock.settimeout(0.5)
+            view, sent = memoryview(flood), 0
+            try:
+                while sent < len(flood):
+                    sent += sock.send(view[sent : sent + 65536])
+            except TimeoutError:
+                pass  # vtd stopped reading: its answers unread fill the buffers
+
+    threads = [threading.Thread(target=one) for _ in range(clients)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+
+
+async def test_clients_that_hang_up_with_requests_unread_cause_no_error(
+    vtd, ext: str, caplog: pytest.LogCaptureFixture
+) -> None:
+    # Answering the lines a chunk held found the client gone, which used to
+    # fail the socket's callback (an InvalidStateError logged by asyncio).
+    caplog.set_level(logging.ERROR)
+    async with await vtd.connect() as wire:
+        await wire.call("data.set", extensionId=ext, id="i1", key="big", value="v" * 4000)
+        read = json.dumps(request("data.get", {"extensionId": ext, "id": "i1"}, 1)) + "\n"
+        await anyio.to_thread.run_sync(
+            _flood_unread_then_hang_up, vtd.socket_path, read.encode(), 100
+        )
+        assert await wire.call("ping") == {"message": "Pong!"}
+    assert [record.getMessage() for record in caplog.records] == []
 
 
 async def test_refused_connections_are_logged_at_most_once_a_minute(

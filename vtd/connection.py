@@ -158,6 +158,11 @@ class Connection:
         self._handlers = handlers
         try:
             async for line in self._lines():
+                if self._reading.cancel_called:
+                    # The client is gone (or the daemon stops): requests it
+                    # sent but nobody took yet are not in flight. Without
+                    # this, a chunk read ahead kept being answered, to nobody.
+                    break
                 if _blank(line):
                     continue
                 if len(line) > PARSE_IN_THREAD:

@@ -90,6 +90,10 @@ class Receiver:
                     return
                 if not chunk:
                     return  # all taken: the waiting task sleeps on
+                if waiter.done():
+                    # Answering those lines found the client gone, which
+                    # cancelled the waiting task: nobody reads the rest.
+                    return
             waiter.set_result(chunk)
             if not chunk:
                 self.close()  # the end: the selector would report it forever
