@@ -10,21 +10,28 @@ import json
 import subprocess
 import sys
 from pathlib import Path
+from typing import Any
 
 REPO = Path(__file__).parent.parent
 
 
-def test_quick_benchmark_completes_without_errors(tmp_path: Path) -> None:
-    out = tmp_path / "bench.json"
+def run_benchmark(module: str, out: Path, *args: str, timeout: float) -> tuple[str, dict[str, Any]]:
+    """Run ``python -m module`` from the repo; answer its output and the JSON it wrote."""
     result = subprocess.run(
-        [sys.executable, "-m", "benchmarks", "--quick", "--seconds", "0.5", "--out", str(out)],
+        [sys.executable, "-m", module, *args, "--out", str(out)],
         cwd=REPO,
         capture_output=True,
         text=True,
-        timeout=300,
+        timeout=timeout,
     )
     assert result.returncode == 0, result.stdout + result.stderr
-    report = json.loads(out.read_text())
+    return result.stdout, json.loads(out.read_text())
+
+
+def test_quick_benchmark_completes_without_errors(tmp_path: Path) -> None:
+    stdout, report = run_benchmark(
+        "benchmarks", tmp_path / "bench.json", "--quick", "--seconds", "0.5", timeout=300
+    )
     assert report["errors"] == 0
     assert report["requests"] > 0
     assert set(report["figures"]) == {
@@ -37,23 +44,16 @@ def test_quick_benchmark_completes_without_errors(tmp_path: Path) -> None:
         "M16@10k",
     }
     assert all(figure["requests"] > 0 for figure in report["figures"].values())
-    assert "| figure |" in result.stdout
+    assert "| figure |" in stdout
 
 
 def test_large_value_benchmark_completes(tmp_path: Path) -> None:
-    out = tmp_path / "large.json"
-    result = subprocess.run(
-        [
-            *(sys.executable, "-m", "benchmarks.large_values"),
-            *("--size-mib", "1", "--seconds", "0.3", "--out", str(out)),
-        ],
-        cwd=REPO,
-        capture_output=True,
-        text=True,
+    stdout, report = run_benchmark(
+        "benchmarks.large_values",
+        tmp_path / "large.json",
+        *("--size-mib", "1", "--seconds", "0.3"),
         timeout=120,
     )
-    assert result.returncode == 0, result.stdout + result.stderr
-    report = json.loads(out.read_text())
     assert set(report["pings"]) == {
         "alone",
         "beside a reader",
@@ -61,4 +61,4 @@ def test_large_value_benchmark_completes(tmp_path: Path) -> None:
         "beside an instance reader",
     }
     assert all(pings["answered"] > 0 for pings in report["pings"].values())
-    assert "| beside a writer |" in result.stdout
+    assert "| beside a writer |" in stdout
