@@ -13,7 +13,7 @@ import anyio
 import pytest
 
 from tests.conftest import start_daemon
-from tests.wire import request
+from tests.wire import eventually, request
 from vtd.config import Config
 from vtd.logs import OccasionalWarning
 
@@ -129,6 +129,38 @@ async def test_clients_that_hang_up_with_requests_unread_cause_no_error(
         )
         assert await wire.call("ping") == {"message": "Pong!"}
     assert [record.getMessage() for record in caplog.records] == []
+
+
+async def test_writes_a_gone_client_left_unread_are_not_applied(config: Config) -> None:
+    # The client pipelines 200 writes and hangs up before vtd reads any: the
+    # daemon shares this test's event loop, and the blocking send and close
+    # never yield to it. vtd reads them all in one chunk but takes only as
+    # many as it has in-flight slots (4); answering those finds the client
+    # gone. At most the one write already waiting for a slot may follow;
+    # the rest were never taken, so they must not be applied (without the
+    # check, the slots freed by the failed answers let the reader take
+    # three more: 8 in all).
+    limits = replace(config, max_in_flight=4)
+    writes = b"".join(
+        json.dumps(
+            request("data.set", {"extensionId": "ext", "id": "i1", "key": f"k{n}", "value": n}, n)
+        ).encode()
+        + b"\n"
+        for n in range(200)
+    )
+    async with anyio.create_task_group() as tg:
+        running = await start_daemon(limits, tg)
+        async with await running.connect() as wire:
+            await wire.seed("ext", "c1", "i1")
+            server = running.daemon.server
+            with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as gone:
+                gone.connect(str(running.socket_path))
+                await eventually(lambda: server.connection_count == 2, message="vtd accepted it")
+                gone.sendall(writes)
+            await eventually(lambda: server.connection_count == 1, message="vtd is done with it")
+            applied = await wire.call("data.get", extensionId="ext", id="i1")
+        running.daemon.stop()
+    assert 4 <= len(applied) <= 5, len(applied)
 
 
 async def test_refused_connections_are_logged_at_most_once_a_minute(
