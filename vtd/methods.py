@@ -11,7 +11,6 @@ internals. This module knows nothing of sockets or framing.
 
 from __future__ import annotations
 
-import inspect
 import logging
 import sqlite3
 from collections.abc import Awaitable, Callable
@@ -386,7 +385,7 @@ def _rpc(name: str, method: Method) -> Callable[..., Awaitable[Result]]:
         except Exception as exc:
             raise wire_error(exc, f"method {name}") from None
 
-    return _with_signature(name, call)
+    return call
 
 
 def _rpc_now(name: str, now: ImmediateHandler, method: Method) -> Callable[..., Result]:
@@ -400,37 +399,6 @@ def _rpc_now(name: str, now: ImmediateHandler, method: Method) -> Callable[..., 
         except Exception as exc:
             raise wire_error(exc, f"method {name}") from None
 
-    return _with_signature(name, call)
-
-
-F = TypeVar("F", bound=Callable[..., Any])
-
-
-class _AnyKeywords(inspect.Signature):
-    """The signature ``(ctx, /, **params)``, whose ``bind`` does no work.
-
-    jsonrpcserver binds every call's params to the method's signature before
-    calling it. vtd's methods take any keyword params and check them
-    themselves, and params that are not an object are refused before
-    dispatch, so that binding can never fail: it would only cost time.
-    """
-
-    def bind(self, /, *args: Any, **kwargs: Any) -> Any:
-        """Accept the call as it is (see the class)."""
-        return None
-
-
-_ANY_KEYWORDS = _AnyKeywords(
-    [
-        inspect.Parameter("ctx", inspect.Parameter.POSITIONAL_ONLY),
-        inspect.Parameter("params", inspect.Parameter.VAR_KEYWORD),
-    ]
-)
-
-
-def _with_signature(name: str, call: F) -> F:
-    call.__name__ = name
-    call.__signature__ = _ANY_KEYWORDS  # type: ignore[attr-defined]
     return call
 
 
