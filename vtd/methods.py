@@ -374,10 +374,11 @@ def internal_error() -> JsonRpcError:
 
 def _rpc(name: str, method: Method) -> Callable[..., Awaitable[Result]]:
     handler, now = method.handler, method.now
+    check_params = params.checker(method.params)
 
     async def call(ctx: RequestContext, /, **raw: Any) -> Result:
         try:
-            values = params.check_params(method.params, raw)
+            values = check_params(raw)
             if handler is not None:
                 return Success(await handler(ctx, values))
             assert now is not None, f"method {name} has no handler"
@@ -389,9 +390,11 @@ def _rpc(name: str, method: Method) -> Callable[..., Awaitable[Result]]:
 
 
 def _rpc_now(name: str, now: ImmediateHandler, method: Method) -> Callable[..., Result]:
+    check_params = params.checker(method.params)
+
     def call(ctx: RequestContext, /, **raw: Any) -> Result:
         try:
-            values = params.check_params(method.params, raw)
+            values = check_params(raw)
             return Success(now(ctx, values))
         except MustWait:
             ctx.must_wait = True  # the caller answers it from a task instead

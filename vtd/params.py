@@ -1,7 +1,7 @@
 """Checking request params against the protocol's rules.
 
-Each method declares its params as ``Param`` objects; ``check_params`` turns
-the raw params object into checked values or raises ``InvalidParam`` naming
+Each method declares its params as ``Param`` objects; the ``checker`` made
+from them turns the raw params object into checked values or raises ``InvalidParam`` naming
 the top-level field at fault and the reason, so callers can fix their
 request without guessing.
 """
@@ -35,22 +35,33 @@ class Param:
     optional: bool = False
 
 
-def check_params(spec: tuple[Param, ...], params: Mapping[str, Any]) -> dict[str, Any]:
-    """Checked values for every param in ``spec``, keyed by param name."""
-    known = {param.name for param in spec}
-    for name in params:
-        if name not in known:
-            expected = ", ".join(sorted(known)) or "no params"
-            raise InvalidParam(name, f"unknown param (this method takes {expected})")
-    values: dict[str, Any] = {}
-    for param in spec:
-        if param.name in params:
-            values[param.name] = param.check(param.name, params[param.name])
-        elif param.optional:
-            values[param.name] = None
-        else:
-            raise InvalidParam(param.name, "is required")
-    return values
+def checker(spec: tuple[Param, ...]) -> Callable[[Mapping[str, Any]], dict[str, Any]]:
+    """The check of a method's raw params against ``spec``, made once per method.
+
+    It answers the checked values keyed by param name, or raises
+    ``InvalidParam`` for the first unknown param, else the first bad or
+    missing one.
+    """
+    names = frozenset(param.name for param in spec)
+    expected = ", ".join(sorted(names)) or "no params"
+
+    def check_params(params: Mapping[str, Any]) -> dict[str, Any]:
+        if not params.keys() <= names:
+            for name in params:
+                if name not in names:
+                    raise InvalidParam(name, f"unknown param (this method takes {expected})")
+        values: dict[str, Any] = {}
+        for param in spec:
+            name = param.name
+            if name in params:
+                values[name] = param.check(name, params[name])
+            elif param.optional:
+                values[name] = None
+            else:
+                raise InvalidParam(name, "is required")
+        return values
+
+    return check_params
 
 
 def _describe(value: Any) -> str:

@@ -140,9 +140,9 @@ def _envelope_error(request: Any) -> Response | None:
         return _invalid_member("jsonrpc", 'must be "2.0"', request_id)
     if not isinstance(request.get("method"), str):
         return _invalid_member("method", "must be a string", request_id)
-    unknown = request.keys() - _ENVELOPE_MEMBERS
-    if unknown:
-        return _invalid_member(sorted(unknown)[0], "is not a JSON-RPC request member", request_id)
+    if not request.keys() <= _ENVELOPE_MEMBERS:
+        unknown = sorted(request.keys() - _ENVELOPE_MEMBERS)[0]
+        return _invalid_member(unknown, "is not a JSON-RPC request member", request_id)
     if "params" in request and not isinstance(request["params"], dict):
         return error_response(
             INVALID_PARAMS,
