@@ -1,9 +1,9 @@
 """Checking request params against the protocol's rules.
 
 Each method declares its params as ``Param`` objects; the ``checker`` made
-from them turns the raw params object into checked values or raises ``InvalidParam`` naming
-the top-level field at fault and the reason, so callers can fix their
-request without guessing.
+from them turns the raw params object into checked values or raises
+``InvalidParam`` naming the top-level field at fault and the reason, so
+callers can fix their request without guessing.
 """
 
 from __future__ import annotations
