@@ -338,3 +338,48 @@ async def test_a_stream_ending_after_blank_space_gets_no_error(client: Wire) -> 
     assert (await client.receive())["result"] == {"message": "Pong!"}
     with anyio.fail_after(10), pytest.raises(anyio.EndOfStream):
         await client.reader.receive()
+
+
+class _Broken(RuntimeError):
+    """A failure no method expects, carrying a detail no client may see."""
+
+
+def _break(*args: object, **kwargs: object) -> None:
+    raise _Broken("secret detail /var/lib/vtd/ext.sqlite")
+
+
+@pytest.mark.parametrize(
+    ("broken", "method", "params", "batch"),
+    [
+        ("get_data_key", "data.getKey", {"key": "k"}, False),  # on the event loop
+        ("get_data_key", "data.getKey", {"key": "k"}, True),  # from a task
+        ("set_data_key", "data.set", {"key": "k", "value": 1}, False),  # in the writer
+        ("set_data_key", "data.set", {"key": "k", "value": 1}, True),
+    ],
+)
+async def test_an_unexpected_failure_is_an_internal_error_logged_in_full(
+    client: Wire,
+    ext: str,
+    monkeypatch: pytest.MonkeyPatch,
+    caplog: pytest.LogCaptureFixture,
+    broken: str,
+    method: str,
+    params: dict,
+    batch: bool,
+) -> None:
+    monkeypatch.setattr(f"vtd.store.{broken}", _break)
+    call = request(method, {"extensionId": ext, "id": "i1", **params}, 7)
+    reply = await client.response([call] if batch else call)
+    if batch:
+        (reply,) = reply
+    assert reply["id"] == 7
+    error = _error(reply)
+    assert error == {
+        "code": -32603,
+        "message": "Internal error; the daemon logged the details",
+        "data": {"reason": "internal"},
+    }
+    assert "secret" not in json.dumps(reply)
+    logged = [r for r in caplog.records if r.exc_info and isinstance(r.exc_info[1], _Broken)]
+    assert logged, "the daemon logged no traceback of the failure"
+    assert await client.call("ping") == {"message": "Pong!"}
