@@ -264,6 +264,8 @@ def echo_ceiling(seconds: float) -> dict[int, float]:
                 check=True,
             )
             rates[connections] = json.loads(out.stdout)["ops"] / seconds
+            if not rates[connections]:
+                raise RuntimeError(f"the echo server answered nothing on {connections} connections")
         return rates
     finally:
         server.terminate()

@@ -94,9 +94,9 @@ class LoadConnection(asyncio.Protocol):
             self.closed.set_result(None)
 
 
-async def connection(spec: dict[str, Any], seed: int, stop_at: float, out: dict[str, Any]) -> None:
-    rng = random.Random(seed)
-    lines = [make_request(spec["kind"], rng, spec, n) for n in range(POOL)]
+async def connection(
+    spec: dict[str, Any], lines: list[bytes], stop_at: float, out: dict[str, Any]
+) -> None:
     loop = asyncio.get_running_loop()
     _, protocol = await loop.create_unix_connection(
         lambda: LoadConnection(lines, stop_at, out), spec["socket"]
@@ -106,10 +106,14 @@ async def connection(spec: dict[str, Any], seed: int, stop_at: float, out: dict[
 
 async def run(spec: dict[str, Any]) -> dict[str, Any]:
     out: dict[str, Any] = {"ops": 0, "errors": 0, "latencies": [], "samples": []}
+    pools = []
+    for n in range(spec["connections"]):
+        rng = random.Random(spec["seed"] + n)
+        pools.append([make_request(spec["kind"], rng, spec, i) for i in range(POOL)])
+    # The clock starts once every request is made: making them takes a busy
+    # machine longer than a short figure lasts.
     stop_at = time.perf_counter() + spec["seconds"]
-    await asyncio.gather(
-        *(connection(spec, spec["seed"] + n, stop_at, out) for n in range(spec["connections"]))
-    )
+    await asyncio.gather(*(connection(spec, lines, stop_at, out) for lines in pools))
     return out
 
 
