@@ -33,6 +33,7 @@ from __future__ import annotations
 
 import logging
 import sqlite3
+import time
 from collections.abc import Callable
 from contextlib import suppress
 from functools import partial
@@ -157,7 +158,9 @@ class WriterActor:
     elsewhere; it must not wait. ``writing`` and ``idle`` are called on that
     thread too: before the actor may change the file (a batch, or closing
     it), and once it has nothing in progress (its file open, or a batch
-    done, before the batch's callers are told).
+    done, before the batch's callers are told). ``busy_since`` is the
+    ``time.monotonic()`` at which the work in progress on the writer's
+    thread began, or ``None``, for the watchdog.
     """
 
     def __init__(
@@ -292,7 +295,7 @@ class WriterActor:
 
     def _done(self, batch: list[PendingWrite[Any]]) -> None:
         self._untrimmed = True
-        self._last_batch_at = anyio.current_time()
+        self._last_batch_at = time.monotonic()
         self._idle()  # before the callers are told: the reads they send next see the commit
         for pending in batch:
             pending._finish()
@@ -301,7 +304,7 @@ class WriterActor:
         self, worker: Worker, function: Callable[[], None], then: Callable[[], None] | None = None
     ) -> None:
         """Run ``function`` to its end on the writer's thread, counted as busy by the watchdog."""
-        self.busy_since = anyio.current_time()
+        self.busy_since = time.monotonic()
         try:
             with anyio.CancelScope(shield=True):
                 await worker.run(function, then=then)
@@ -310,7 +313,7 @@ class WriterActor:
 
     def _trim_due(self) -> bool:
         """Whether the WAL may hold something and the writer has been idle long enough."""
-        return self._untrimmed and anyio.current_time() - self._last_batch_at >= IDLE_BEFORE_TRIM
+        return self._untrimmed and time.monotonic() - self._last_batch_at >= IDLE_BEFORE_TRIM
 
     async def _trim_wal(self, worker: Worker) -> None:
         self._writing()  # readers let go of their shared snapshot, which would hold the WAL

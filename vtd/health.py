@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import logging
 import os
+import time
 from collections.abc import Callable, Mapping
 
 import anyio
@@ -39,7 +40,7 @@ def watchdog_interval(env: Mapping[str, str]) -> float | None:
 
 def stuck_writers(writers: list[WriterActor], limit: float) -> list[str]:
     """Names of writers busy with one batch for longer than ``limit`` seconds."""
-    now = anyio.current_time()
+    now = time.monotonic()  # the clock of ``busy_since``
     return [
         writer.name
         for writer in writers
