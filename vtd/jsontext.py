@@ -14,7 +14,6 @@ with 100 keys, this was most of the cost of reading it).
 from __future__ import annotations
 
 import json
-import re
 import secrets
 import threading
 from collections.abc import Callable
@@ -47,7 +46,8 @@ class RawJSON:
 # their text. The placeholder holds a secret random nonce (it never appears in
 # any output), so no stored string can be mistaken for one.
 _NONCE = secrets.token_hex(16)
-_HOLE = re.compile(r'"\\u0000' + _NONCE + r'(\d+)"')
+_HOLE = '"\\u0000' + _NONCE
+"""How a placeholder starts in encoded text; its number and closing quote follow."""
 _holes = threading.local()
 
 
@@ -121,7 +121,12 @@ def dumps(value: Any) -> str:
             holes.clear()
             text = _compact_ascii(value)
     if holes:
-        text = _HOLE.sub(lambda match: holes[int(match.group(1))], text)
+        pieces = text.split(_HOLE)
+        parts = [pieces[0]]
+        for piece in pieces[1:]:
+            number, rest = piece.split('"', 1)
+            parts += (holes[int(number)], rest)
+        text = "".join(parts)
     return text
 
 
