@@ -12,7 +12,8 @@ than handing it to a thread and back. Its connection never waits for a
 lock; should SQLite ask it to (``SQLITE_BUSY``, rare in WAL mode: recovery
 after a crash), it raises ``MustWait``. Nor may a query run long there:
 SQLite interrupts it once it has run for ``NOW_MAX_SECONDS``, or once it
-meets a value longer than ``NOW_MAX_VALUE_BYTES`` (SQLite refuses it
+meets a value, or makes a string (an instance's data joined into one
+object), longer than ``NOW_MAX_VALUE_BYTES`` (SQLite refuses a value
 before loading it), and ``run_now`` raises ``MustWait`` for those too, so
 no instance or value, however large, stalls every other client. ``run``
 runs a query on the reader's own ``Worker`` thread, for reads that may be
