@@ -92,6 +92,26 @@ async def test_data_keys_keep_their_first_set_order(client: Wire, ext: str) -> N
     assert list(data) == ["zeta", "alpha", "mid"]
 
 
+@pytest.mark.parametrize("size", [10, 2000], ids=["small", "over-64-KiB-in-all"])
+async def test_a_whole_instance_comes_back_in_first_set_order(
+    client: Wire, ext: str, size: int
+) -> None:
+    # Keys SQLite must quote as JSON itself when it joins the stored values
+    # into one object; at 2,000 characters each the 40 values come to about
+    # 80 KiB, which the event loop's connection refuses to build, so the
+    # read is answered from the reader's thread instead.
+    keys = [f'k{n} "q" \\ \u0001 ✓ 𝄞' for n in range(39, -1, -1)]
+    expected = {key: {"n": n, "text": "x" * size} for n, key in enumerate(keys)}
+    for key, value in expected.items():
+        await client.call("data.set", extensionId=ext, id="i1", key=key, value=value)
+    await client.call("data.set", extensionId=ext, id="i1", key=keys[0], value=0)
+    expected[keys[0]] = 0
+    data = await client.call("data.get", extensionId=ext, id="i1")
+    assert list(data.items()) == list(expected.items())
+    full = await client.call("instances.get", extensionId=ext, id="i1")
+    assert list(full["data"].items()) == list(expected.items())
+
+
 async def test_overflowing_number_is_refused_not_stored_as_infinity(client: Wire) -> None:
     await client.send_raw(
         b'{"jsonrpc":"2.0","id":1,"method":"data.set","params":'
