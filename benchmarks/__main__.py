@@ -11,6 +11,7 @@ The results are also written as JSON.
 from __future__ import annotations
 
 import argparse
+import io
 import json
 import os
 import platform
@@ -22,6 +23,7 @@ import subprocess
 import sys
 import tempfile
 import time
+from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
@@ -149,7 +151,7 @@ def measure(
     results = [json.loads(load.communicate()[0]) for load in loads]
     wall = time.perf_counter() - wall_started
     daemon_cpu = _cpu_seconds(daemon.process.pid) - cpu_before
-    latencies = sorted(x for r in results for x in r["latencies"])
+    latencies: list[float] = sorted(x for r in results for x in r["latencies"])
     ops = sum(r["ops"] for r in results)
 
     def percentile(q: float) -> float:
@@ -273,7 +275,7 @@ def echo_ceiling(seconds: float) -> dict[int, float]:
         shutil.rmtree(directory, ignore_errors=True)
 
 
-TARGETS = [
+TARGETS: list[tuple[str, Callable[[dict[str, Figure]], bool]]] = [
     ("W 16 conns @100k rows >= 15,000/s", lambda f: f["W16@100k"].ops_per_s >= 15_000),
     ("W 16 conns p99 <= 5 ms", lambda f: f["W16@100k"].p99_us <= 5_000),
     ("W 1 conn p50 <= 400 us", lambda f: f["W1@100k"].p50_us <= 400),
@@ -285,7 +287,8 @@ TARGETS = [
 
 def main() -> None:
     """Run every figure, print the table, write the JSON; exit 1 if any request failed."""
-    sys.stdout.reconfigure(line_buffering=True)  # type: ignore[attr-defined]
+    if isinstance(sys.stdout, io.TextIOWrapper):
+        sys.stdout.reconfigure(line_buffering=True)  # progress lines show as they come
     parser = argparse.ArgumentParser(prog="python -m benchmarks", description=__doc__)
     parser.add_argument("--quick", action="store_true", help="a ~30 s smoke run")
     parser.add_argument("--seconds", type=float, help="seconds per figure (10; quick: 1.5)")
