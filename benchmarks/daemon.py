@@ -48,6 +48,7 @@ class Daemon:
                 time.sleep(0.05)
 
     def stop(self) -> None:
+        """Stop the daemon and remove its temporary socket and data dir."""
         self.process.terminate()
         self.process.wait(30)
         self.log.close()

@@ -15,6 +15,7 @@ from anyio.streams.buffered import BufferedByteReceiveStream
 
 
 async def echo(stream: SocketStream) -> None:
+    """Answer each line on one connection with the same line."""
     reader = BufferedByteReceiveStream(stream)
     async with stream:
         try:
@@ -25,6 +26,7 @@ async def echo(stream: SocketStream) -> None:
 
 
 async def serve(path: str) -> None:
+    """Echo on every connection to the socket at ``path``, until killed."""
     listener = await anyio.create_unix_listener(path)
     await listener.serve(echo)
 

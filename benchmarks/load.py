@@ -62,11 +62,13 @@ class LoadConnection(asyncio.Protocol):
         self.transport: asyncio.WriteTransport | None = None
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        """Send the first request as soon as the connection is open."""
         assert isinstance(transport, asyncio.WriteTransport)
         self.transport = transport
         self.send_next()
 
     def send_next(self) -> None:
+        """Send the next request of the pool, or close once the figure's time is up."""
         assert self.transport is not None
         if time.perf_counter() >= self.stop_at:
             self.transport.close()
@@ -77,6 +79,7 @@ class LoadConnection(asyncio.Protocol):
         self.transport.write(line)
 
     def data_received(self, data: bytes) -> None:
+        """Count an answer once its newline arrives, then send the next request."""
         self.buffer += data
         if not self.buffer.endswith(b"\n"):
             return  # one request is in flight: its answer ends with the newline
@@ -90,6 +93,7 @@ class LoadConnection(asyncio.Protocol):
         self.send_next()
 
     def connection_lost(self, exc: Exception | None) -> None:
+        """Let ``connection`` return."""
         if not self.closed.done():
             self.closed.set_result(None)
 
@@ -97,6 +101,7 @@ class LoadConnection(asyncio.Protocol):
 async def connection(
     spec: dict[str, Any], lines: list[bytes], stop_at: float, out: dict[str, Any]
 ) -> None:
+    """Drive one connection with ``lines`` until ``stop_at``, counting into ``out``."""
     loop = asyncio.get_running_loop()
     _, protocol = await loop.create_unix_connection(
         lambda: LoadConnection(lines, stop_at, out), spec["socket"]
@@ -105,6 +110,7 @@ async def connection(
 
 
 async def run(spec: dict[str, Any]) -> dict[str, Any]:
+    """Drive every connection of ``spec``; answer the counts and latencies."""
     out: dict[str, Any] = {"ops": 0, "errors": 0, "latencies": [], "samples": []}
     pools = []
     for n in range(spec["connections"]):
@@ -118,6 +124,7 @@ async def run(spec: dict[str, Any]) -> dict[str, Any]:
 
 
 def main() -> None:
+    """Run the spec given as JSON in argv[1]; print the results, with CPU, as JSON."""
     spec = json.loads(sys.argv[1])
     before = resource.getrusage(resource.RUSAGE_SELF)
     out = asyncio.run(run(spec))
