@@ -247,11 +247,12 @@ class Connection:
             return False  # it must keep its place behind requests still in progress
         context = RequestContext(self._registry, self._order, number)
         response = rpc.answer_now(request, self._methods, context)
-        if response is rpc.LATER or context.must_wait:
+        if response is rpc.LATER:
             return False
         self._order.release(number)
-        deferred = context.deferred
-        if deferred is not None:
+        if response is rpc.PENDING:
+            deferred = context.deferred
+            assert deferred is not None, "an answer is pending without a write to wait for"
             self._deferred += 1
             deferred.pending.add_done_callback(lambda: self._answer_deferred(request, deferred))
         elif response is None:

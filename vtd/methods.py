@@ -20,7 +20,7 @@ from typing import Any, TypeVar
 
 from jsonrpcserver import Error, JsonRpcError, Result, Success
 
-from vtd import __version__, params, store
+from vtd import __version__, params, rpc, store
 from vtd.actor import PendingWrite
 from vtd.codes import (
     BUSY,
@@ -42,7 +42,6 @@ from vtd.errors import (
 from vtd.ordering import RequestOrder
 from vtd.params import Param
 from vtd.registry import Finish, Registry
-from vtd.rpc import MethodTables
 
 log = logging.getLogger(__name__)
 
@@ -73,8 +72,6 @@ class RequestContext:
     registry: Registry
     order: RequestOrder
     number: int
-    must_wait: bool = False
-    """Set when an immediate method found it cannot answer without waiting."""
     deferred: Deferred | None = None
     """Set when an immediate method's answer comes later, when its write commits."""
 
@@ -186,6 +183,7 @@ def _write(
 
     def now(ctx: RequestContext, p: dict[str, Any]) -> Any:
         ctx.deferred = Deferred(ctx.write_now(p["extensionId"], job(p)), partial(answer, p))
+        return rpc.PENDING
 
     return Method(params, handler, now)
 
@@ -397,17 +395,16 @@ def _rpc_now(name: str, now: ImmediateHandler, method: Method) -> Callable[..., 
             values = check_params(raw)
             return Success(now(ctx, values))
         except MustWait:
-            ctx.must_wait = True  # the caller answers it from a task instead
-            return Success(None)
+            return Success(rpc.LATER)  # the caller answers it from a task instead
         except Exception as exc:
             raise wire_error(exc, f"method {name}") from None
 
     return call
 
 
-def rpc_methods() -> MethodTables:
+def rpc_methods() -> rpc.MethodTables:
     """The methods to hand to jsonrpcserver's dispatchers."""
-    return MethodTables(
+    return rpc.MethodTables(
         awaited={name: _rpc(name, method) for name, method in METHODS.items()},
         immediate={
             name: _rpc_now(name, method.now, method)

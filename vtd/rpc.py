@@ -51,12 +51,21 @@ class MethodTables:
     """The methods that may answer without waiting, as plain functions."""
 
 
-class _Later(Enum):
+class _NotNow(Enum):
     LATER = "later"
+    PENDING = "pending"
 
 
-LATER: Final = _Later.LATER
-"""``answer_now``'s word for a request it cannot answer without waiting."""
+LATER: Final = _NotNow.LATER
+"""``answer_now``'s word for a request it cannot answer without waiting.
+
+An immediate method that finds it must wait returns it too; the request is
+then answered by ``answer``, from a task.
+"""
+
+PENDING: Final = _NotNow.PENDING
+"""What an immediate method returns, and ``answer_now`` answers, when the
+answer comes later by way of the request's context (a write's commit)."""
 
 _ENVELOPE_MEMBERS = frozenset({"jsonrpc", "method", "params", "id"})
 
@@ -184,14 +193,14 @@ async def answer(request: Any, methods: MethodTables, context: Any) -> Response 
     method = methods.awaited.get(parsed.method)
     if method is None:
         return _not_found(parsed)
-    return _response(parsed, await call_awaited(parsed, context, method))
+    return _response(parsed.id, await call_awaited(parsed, context, method))
 
 
-def answer_now(request: Any, methods: MethodTables, context: Any) -> Response | _Later | None:
-    """As ``answer``, without waiting: ``LATER`` if the method is not an immediate one.
+def answer_now(request: Any, methods: MethodTables, context: Any) -> Response | _NotNow | None:
+    """As ``answer``, without waiting: ``LATER`` if the request must wait for its answer.
 
-    The immediate methods themselves may also find they must wait; they say
-    so through ``context``, and the caller then answers the request with ``answer``.
+    ``PENDING`` if its method answers later by other means (``complete``
+    then makes the response).
     """
     error = _envelope_error(request)
     if error is not None:
@@ -200,12 +209,17 @@ def answer_now(request: Any, methods: MethodTables, context: Any) -> Response | 
     if method is None:
         return LATER
     parsed = create_request(request)
-    return _response(parsed, call_now(parsed, context, method))
+    result = call_now(parsed, context, method)
+    if not isinstance(result, Left):
+        value = result._value.result
+        if value is LATER or value is PENDING:
+            return value
+    return _response(parsed.id, result)
 
 
 def complete(request: Any, result: Result) -> Response | None:
-    """The response to a request whose immediate method answered later, with ``result``."""
-    return _response(create_request(request), result)
+    """The response to a request ``answer_now`` left ``PENDING``, with its ``result``."""
+    return _response(request.get("id", NOID), result)
 
 
 def _not_found(parsed: Any) -> Response | None:
@@ -217,17 +231,17 @@ def _not_found(parsed: Any) -> Response | None:
     )
 
 
-def _response(parsed: Any, result: Result) -> Response | None:
-    if parsed.id is NOID:
+def _response(request_id: Any, result: Result) -> Response | None:
+    if request_id is NOID:
         return None
     if not isinstance(result, Left):
-        return serialize_success(SuccessResponse(result._value.result, parsed.id))
+        return serialize_success(SuccessResponse(result._value.result, request_id))
     error = result._error
     data = error.data
     if data is not NODATA and not isinstance(data, dict):
         log.error("jsonrpcserver answered %r; replacing its data", error)
         data = {"reason": "internal"}
-    return serialize_error(ErrorResponse(error.code, error.message, data, parsed.id))
+    return serialize_error(ErrorResponse(error.code, error.message, data, request_id))
 
 
 def encode(response: Response | list[Response]) -> bytes:
