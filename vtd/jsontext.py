@@ -138,6 +138,10 @@ def object_text(items: list[tuple[str, str]]) -> RawJSON:
     return RawJSON("{" + ",".join(f"{quote(key)}:{value}" for key, value in items) + "}")
 
 
+_CONTAINERS = (dict, list)
+"""A tuple, not ``dict | list``: that expression makes a new union on every use."""
+
+
 def nesting_exceeds(value: Any, limit: int) -> bool:
     """Tell whether ``value`` nests arrays or objects deeper than ``limit``.
 
@@ -145,7 +149,7 @@ def nesting_exceeds(value: Any, limit: int) -> bool:
     level, so that no input, however deep, can exhaust the interpreter's
     stack.
     """
-    if not isinstance(value, dict | list):
+    if not isinstance(value, _CONTAINERS):
         return False
     # Depth by depth: ``level`` holds the containers at ``depth``.
     level: list[Any] = [value]
@@ -156,7 +160,7 @@ def nesting_exceeds(value: Any, limit: int) -> bool:
         deeper: list[Any] = []
         for item in level:
             for child in item.values() if isinstance(item, dict) else item:
-                if isinstance(child, dict | list):
+                if isinstance(child, _CONTAINERS):
                     deeper.append(child)  # noqa: PERF401 (a generator in extend costs 50% more)
         level = deeper
         depth += 1

@@ -68,6 +68,8 @@ PENDING: Final = _NotNow.PENDING
 answer comes later by way of the request's context (a write's commit)."""
 
 _ENVELOPE_MEMBERS = frozenset({"jsonrpc", "method", "params", "id"})
+_ID_TYPES = (str, int, float, type(None))
+"""A tuple, not a union: ``str | int | ...`` makes new unions on every request."""
 
 
 def error_response(code: int, message: str, data: Any = None, id: Any = None) -> Response:
@@ -137,9 +139,7 @@ def _envelope_error(request: Any) -> Response | None:
             {"reason": "not an object"},
         )
     request_id = request.get("id")
-    if "id" in request and (
-        isinstance(request_id, bool) or not isinstance(request_id, str | int | float | None)
-    ):
+    if "id" in request and (isinstance(request_id, bool) or not isinstance(request_id, _ID_TYPES)):
         return error_response(
             INVALID_REQUEST,
             "Invalid request: id must be a string, a number or null",
