@@ -31,6 +31,21 @@ async def test_500_pipelined_sets_of_one_key_end_with_the_last(client: Wire, ext
     assert await client.call("data.getKey", extensionId=ext, id="i1", key="k") == {"k": 499}
 
 
+async def test_writes_sent_as_notifications_apply_in_order_and_free_their_slots(
+    client: Wire, ext: str
+) -> None:
+    # More notifications than a connection has slots: had an unanswered
+    # write kept its slot, the read below would never be read.
+    messages = [
+        request("data.set", {"extensionId": ext, "id": "i1", "key": f"k{n % 7}", "value": n})
+        for n in range(300)
+    ]
+    await client.send_raw(b"".join(json.dumps(m).encode() + b"\n" for m in messages))
+    with anyio.fail_after(30):
+        data = await client.call("data.get", extensionId=ext, id="i1")
+    assert data == {f"k{k}": max(n for n in range(300) if n % 7 == k) for k in range(7)}
+
+
 async def test_pipelined_batches_and_singles_keep_read_order(client: Wire, ext: str) -> None:
     messages: list[object] = []
     n = 0
