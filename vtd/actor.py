@@ -271,7 +271,8 @@ class WriterActor:
                             worker, partial(self._apply, batch), then=partial(self._done, batch)
                         )
                     finally:
-                        self._done(batch)  # if the worker could not
+                        if not batch[0].done:
+                            self._done(batch)  # the worker could not
                     if self._wal_outgrown():
                         await self._busy(worker, self._finish_checkpoint)
                     self._checkpoint_if_due()
