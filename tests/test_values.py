@@ -110,6 +110,11 @@ async def test_a_whole_instance_comes_back_in_first_set_order(
     assert list(data.items()) == list(expected.items())
     full = await client.call("instances.get", extensionId=ext, id="i1")
     assert list(full["data"].items()) == list(expected.items())
+    # characters.get joins the same values in Python (one query for all of a
+    # character's instances): it must quote and order them the same way.
+    character = await client.call("characters.get", extensionId=ext, id="c1")
+    (instance,) = [i for i in character["instances"] if i["instance"]["id"] == "i1"]
+    assert list(instance["data"].items()) == list(expected.items())
 
 
 async def test_overflowing_number_is_refused_not_stored_as_infinity(client: Wire) -> None:
