@@ -265,19 +265,19 @@ class Connection:
 
     def _answer_deferred(self, request: object, deferred: Deferred) -> None:
         self._deferred -= 1
+        # After the last write this connection waits for, its answers leave
+        # at once, with the others of the same commit, rather than after the
+        # next pass of the event loop.
+        last = not self._deferred
         response = rpc.complete(request, deferred.result())
         if response is None:
             self._slots.release()
-        elif self._deferred:
-            self._outbox.add(self._encode(response), 1)
         else:
             line = self._encode(response)
-            # The last write this connection waits for: send its answers now,
-            # with the others of the same commit, rather than after the next
-            # pass of the event loop.
-            self._outbox.will_flush()
+            if last:
+                self._outbox.will_flush()  # just below
             self._outbox.add(line, 1)
-        if not self._deferred:
+        if last:
             self._outbox.flush()
             if self._deferred_done is not None:
                 self._deferred_done.set()
