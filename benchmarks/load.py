@@ -4,6 +4,12 @@ Run by ``benchmarks.__main__`` as ``python -m benchmarks.load SPEC_JSON``;
 prints one JSON object: ops, errors, latencies (seconds) and its own CPU
 time. It speaks the wire protocol with a bare asyncio protocol and
 requests encoded ahead of time, so that it takes as little CPU as it can.
+
+Each write stores a value never stored before: its ``rev`` names the
+connection and counts its sends. A write of the value a row already holds
+changes no page of the file, and its commit costs next to nothing, so
+writes sent round and round from a pool would measure mostly no-ops (until
+December 6th's last runs, about half of W16's writes at 100,000 rows were).
 """
 
 from __future__ import annotations
@@ -12,21 +18,33 @@ import asyncio
 import json
 import random
 import resource
+import secrets
 import sys
 import time
 from typing import Any
 
 VALUE = {"hp": 57, "tags": ["a", "b"], "note": "a small JSON object like a tracker keeps"}
 
+Request = tuple[bytes, bytes | None]
+"""A request line, or the two halves of one, with a write's send count to go between."""
 
-def make_request(kind: str, rng: random.Random, spec: dict[str, Any], request_id: int) -> bytes:
-    """One request line for operation ``kind``: W, R, F, or M (90% R, 10% W)."""
+_SEND_COUNT = "\x00send\x00"
+
+
+def make_request(
+    kind: str, rng: random.Random, spec: dict[str, Any], request_id: int, writer: str
+) -> Request:
+    """One request for operation ``kind``: W, R, F, or M (90% R, 10% W).
+
+    A write's value has the ``rev`` ``"<writer>-<send count>"``: ``writer``
+    must be unique to the connection, across runs too.
+    """
     if kind == "M":
         kind = "W" if rng.random() < 0.1 else "R"
     instance = f"i{rng.randrange(spec['instances'])}"
     key = f"k{rng.randrange(spec['keys'])}"
     if kind == "W":
-        value = dict(VALUE, hp=rng.randrange(1000))
+        value = dict(VALUE, hp=rng.randrange(1000), rev=f"{writer}-{_SEND_COUNT}")
         params = {"extensionId": spec["extension"], "id": instance, "key": key, "value": value}
         method = "data.set"
     elif kind == "R":
@@ -36,7 +54,15 @@ def make_request(kind: str, rng: random.Random, spec: dict[str, Any], request_id
         params = {"extensionId": spec["extension"], "id": instance}
         method = "instances.get"
     message = {"jsonrpc": "2.0", "id": request_id, "method": method, "params": params}
-    return json.dumps(message, separators=(",", ":")).encode() + b"\n"
+    line = json.dumps(message, separators=(",", ":")).encode() + b"\n"
+    head, count, tail = line.partition(json.dumps(_SEND_COUNT)[1:-1].encode())
+    return (head, tail) if count else (line, None)
+
+
+def request_line(request: Request, sends: int) -> bytes:
+    """The line to send for ``request`` as its connection's ``sends``-th request."""
+    head, tail = request
+    return head if tail is None else b"%s%d%s" % (head, sends, tail)
 
 
 POOL = 2048
@@ -51,7 +77,7 @@ class LoadConnection(asyncio.Protocol):
     that on a small machine it leaves the CPU to the daemon.
     """
 
-    def __init__(self, lines: list[bytes], stop_at: float, out: dict[str, Any]) -> None:
+    def __init__(self, lines: list[Request], stop_at: float, out: dict[str, Any]) -> None:
         self.lines = lines
         self.stop_at = stop_at
         self.out = out
@@ -73,8 +99,9 @@ class LoadConnection(asyncio.Protocol):
         if time.perf_counter() >= self.stop_at:
             self.transport.close()
             return
-        line = self.lines[self.sent % len(self.lines)]
+        request = self.lines[self.sent % len(self.lines)]
         self.sent += 1
+        line = request_line(request, self.sent)
         self.started = time.perf_counter()
         self.transport.write(line)
 
@@ -99,7 +126,7 @@ class LoadConnection(asyncio.Protocol):
 
 
 async def connection(
-    spec: dict[str, Any], lines: list[bytes], stop_at: float, out: dict[str, Any]
+    spec: dict[str, Any], lines: list[Request], stop_at: float, out: dict[str, Any]
 ) -> None:
     """Drive one connection with ``lines`` until ``stop_at``, counting into ``out``."""
     loop = asyncio.get_running_loop()
@@ -115,7 +142,8 @@ async def run(spec: dict[str, Any]) -> dict[str, Any]:
     pools = []
     for n in range(spec["connections"]):
         rng = random.Random(spec["seed"] + n)
-        pools.append([make_request(spec["kind"], rng, spec, i) for i in range(POOL)])
+        writer = secrets.token_hex(6)
+        pools.append([make_request(spec["kind"], rng, spec, i, writer) for i in range(POOL)])
     # The clock starts once every request is made: making them takes a busy
     # machine longer than a short figure lasts.
     stop_at = time.perf_counter() + spec["seconds"]

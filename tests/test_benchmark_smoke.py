@@ -7,10 +7,13 @@ measured by ``python -m benchmarks``).
 from __future__ import annotations
 
 import json
+import random
 import subprocess
 import sys
 from pathlib import Path
 from typing import Any
+
+from benchmarks.load import POOL, make_request, request_line
 
 REPO = Path(__file__).parent.parent
 
@@ -62,3 +65,18 @@ def test_large_value_benchmark_completes(tmp_path: Path) -> None:
     }
     assert all(pings["answered"] > 0 for pings in report["pings"].values())
     assert "| beside a writer |" in stdout
+
+
+def test_no_two_writes_of_the_load_store_the_same_value() -> None:
+    # A write of the value already stored changes no page and costs no
+    # fsync: a load that repeated its writes would measure mostly no-ops.
+    spec = {"extension": "e", "instances": 10, "keys": 10}
+    values = []
+    for connection, writer in enumerate(["a1", "b2"]):
+        rng = random.Random(connection)  # both pools alike: the writer tags must tell them apart
+        pool = [make_request("W", rng, spec, n, writer) for n in range(POOL)]
+        for sends in range(1, 2 * POOL + 1):  # round the pool twice
+            message = json.loads(request_line(pool[(sends - 1) % POOL], sends))
+            assert message["method"] == "data.set"
+            values.append(json.dumps(message["params"]["value"], sort_keys=True))
+    assert len(set(values)) == len(values) == 4 * POOL
