@@ -37,20 +37,28 @@ if method == "data.get":
 else:
     params = {"extensionId": extension, "id": "i", "key": "big"}
 if method == "data.set":
-    params["value"] = "x" * size
-request = json.dumps({"jsonrpc": "2.0", "id": 1, "method": method, "params": params})
+    params["value"] = "@"  # each write: a string of one letter, not the letter before
+request = json.dumps({"jsonrpc": "2.0", "id": 1, "method": method, "params": params}).encode()
+head, _, tail = request.partition(b"@")
 sock = socket.socket(socket.AF_UNIX)
 sock.connect(path)
 answers = sock.makefile("rb")
 sys.stdout.write("ready\\n")
 sys.stdout.flush()
+sent = 0
 while True:
-    sock.sendall(request.encode() + b"\\n")
+    if method == "data.set":
+        sock.sendall(head + bytes([97 + sent % 26]) * size + tail + b"\\n")
+    else:
+        sock.sendall(request + b"\\n")
+    sent += 1
     if b'"error"' in answers.readline()[:100]:
         sys.exit(method + " failed")
 """
 """The busy client: reads (``data.getKey``) or writes (``data.set``) the large
-value, or reads the instance of many values (``data.get``), again and again."""
+value, or reads the instance of many values (``data.get``), again and again.
+Each write changes every byte of the value: a write of the value already
+stored changes no page of the file."""
 
 BUSY_CLIENTS = {
     "beside a reader": "data.getKey",
