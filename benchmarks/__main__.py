@@ -5,7 +5,8 @@ extension per dataset size through the daemon's own calls (100 characters
 x 10 instances x K keys), then drives each workload from separate load
 processes and prints a table (ops/s, p50, p99, CPU of the daemon and of the
 load generators, ratio to a raw-SQLite baseline measured in the same run).
-The results are also written as JSON.
+The results are also written as JSON. Every write stores a value its row
+does not hold, so that each commit writes pages and calls fsync.
 """
 
 from __future__ import annotations
