@@ -29,6 +29,7 @@ Request = tuple[bytes, bytes | None]
 """A request line, or the two halves of one, with a write's send count to go between."""
 
 _SEND_COUNT = "\x00send\x00"
+"""Where a write's send count goes: a text no request holds otherwise."""
 
 
 def make_request(
