@@ -28,8 +28,9 @@ VALUE = {"hp": 57, "tags": ["a", "b"], "note": "a small JSON object like a track
 Request = tuple[bytes, bytes | None]
 """A request line, or the two halves of one, with a write's send count to go between."""
 
-_SEND_COUNT = "\x00send\x00"
-"""Where a write's send count goes: a text no request holds otherwise."""
+_SEND_COUNT = "<send>"
+"""Where a write's send count goes: a text no request holds otherwise, and
+that JSON encodes as itself."""
 
 
 def make_request(
@@ -56,7 +57,7 @@ def make_request(
         method = "instances.get"
     message = {"jsonrpc": "2.0", "id": request_id, "method": method, "params": params}
     line = json.dumps(message, separators=(",", ":")).encode() + b"\n"
-    head, count, tail = line.partition(json.dumps(_SEND_COUNT)[1:-1].encode())
+    head, count, tail = line.partition(_SEND_COUNT.encode())
     return (head, tail) if count else (line, None)
 
 
