@@ -15,10 +15,8 @@ import json
 import math
 import os
 import socket
-import tempfile
 import threading
 from collections.abc import Iterator
-from pathlib import Path
 from typing import Any
 
 import pytest
@@ -162,18 +160,16 @@ def assert_well_formed(line: bytes) -> None:
 
 
 @pytest.fixture(scope="module")
-def session() -> Iterator[Session]:
-    directory = Path(tempfile.mkdtemp(prefix="vtd-", dir="/tmp"))
-    with DaemonProcess(directory / "vtd.sock", directory / "data") as daemon:
-        path = daemon.socket_path
-        seed(path, "fuzz", character="c1", instance="i1")
-        seed(path, POLITE, character="c1", instance="i1")
-        fuzz_session = Session(daemon)
-        yield fuzz_session
-        fuzz_session.close()
-        assert fuzz_session.polite_failures == []
-        assert fuzz_session.polite_calls > 0
-        assert daemon.stop() == 0
+def session(module_daemon: DaemonProcess) -> Iterator[Session]:
+    path = module_daemon.socket_path
+    seed(path, "fuzz", character="c1", instance="i1")
+    seed(path, POLITE, character="c1", instance="i1")
+    fuzz_session = Session(module_daemon)
+    yield fuzz_session
+    fuzz_session.close()
+    assert fuzz_session.polite_failures == []
+    assert fuzz_session.polite_calls > 0
+    assert module_daemon.stop() == 0
 
 
 json_values = st.recursive(
