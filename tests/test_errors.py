@@ -162,6 +162,21 @@ async def test_params_are_checked_and_named(
     assert error["code"] == -32602
     assert error["data"]["field"] == field
     assert reason_part in error["data"]["reason"]
+    assert field in error["message"]
+
+
+async def test_the_message_names_the_field_once(client: Wire, ext: str) -> None:
+    error = await client.error("data.remove", extensionId=ext, id="i1", keys=["a", 5])
+    assert error["message"] == "Invalid params: keys[1] is not a string"
+    deep: object = 1
+    for _ in range(257):
+        deep = [deep]
+    error = await client.error("data.set", extensionId=ext, id="i1", key="k", value=deep)
+    assert error["message"] == "Invalid params: value is nested deeper than 256 levels"
+    error = await client.error("data.getKey", extensionId=ext, id="i1", key="")
+    assert error["message"] == "Invalid params: key is empty"
+    error = await client.error("characters.get", extensionId=ext, id="has space")
+    assert error["message"].startswith("Invalid params: id may contain only letters")
 
 
 async def test_a_key_of_exactly_1024_code_points_is_fine(client: Wire, ext: str) -> None:

@@ -12,6 +12,7 @@ internals. This module knows nothing of sockets or framing.
 from __future__ import annotations
 
 import logging
+import re
 import sqlite3
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
@@ -324,12 +325,19 @@ METHODS: dict[str, Method] = {
 """The protocol's methods by wire name; ``cross.*`` are the read methods again."""
 
 
+def _naming_field(field: str, reason: str) -> str:
+    """``reason`` with ``field`` in front, unless it names the field already."""
+    if re.match(rf"{re.escape(field)}\b", reason):
+        return reason
+    return f"{field} {reason}"
+
+
 def to_rpc_error(exc: VtdDaemonError) -> JsonRpcError:
     """The wire error for a daemon error: the protocol's code, one sentence, and data."""
     if isinstance(exc, InvalidParam):
         return JsonRpcError(
             INVALID_PARAMS,
-            f"Invalid params: {exc.field} {exc.reason}",
+            f"Invalid params: {_naming_field(exc.field, exc.reason)}",
             {"field": exc.field, "reason": exc.reason},
         )
     if isinstance(exc, NotRegistered):
