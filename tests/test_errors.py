@@ -12,6 +12,14 @@ from tests.wire import RpcFailed, Wire, request
 pytestmark = pytest.mark.anyio
 
 
+def nested(depth: int) -> object:
+    """A value nested ``depth`` levels deep: 1 inside that many lists."""
+    value: object = 1
+    for _ in range(depth):
+        value = [value]
+    return value
+
+
 def _error(reply: dict) -> dict:
     assert "result" not in reply, reply
     assert "Traceback" not in json.dumps(reply)
@@ -168,10 +176,7 @@ async def test_params_are_checked_and_named(
 async def test_the_message_names_the_field_once(client: Wire, ext: str) -> None:
     error = await client.error("data.remove", extensionId=ext, id="i1", keys=["a", 5])
     assert error["message"] == "Invalid params: keys[1] is not a string"
-    deep: object = 1
-    for _ in range(257):
-        deep = [deep]
-    error = await client.error("data.set", extensionId=ext, id="i1", key="k", value=deep)
+    error = await client.error("data.set", extensionId=ext, id="i1", key="k", value=nested(257))
     assert error["message"] == "Invalid params: value is nested deeper than 256 levels"
     error = await client.error("data.getKey", extensionId=ext, id="i1", key="")
     assert error["message"] == "Invalid params: key is empty"
@@ -186,9 +191,7 @@ async def test_a_key_of_exactly_1024_code_points_is_fine(client: Wire, ext: str)
 
 
 async def test_value_nested_too_deep_is_invalid_params(client: Wire, ext: str) -> None:
-    fine = 1
-    for _ in range(256):
-        fine = [fine]
+    fine = nested(256)
     await client.call("data.set", extensionId=ext, id="i1", key="deep", value=fine)
     error = await client.error("data.set", extensionId=ext, id="i1", key="deep", value=[fine])
     assert error["code"] == -32602

@@ -2,16 +2,12 @@
 
 from __future__ import annotations
 
-import re
-
 import pytest
 
-from tests.wire import Wire
+from tests.wire import TIMESTAMP, Wire
 from vtd import __version__
 
 pytestmark = pytest.mark.anyio
-
-TIMESTAMP = re.compile(r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{3}Z")
 
 
 async def test_probe_reports_version(client: Wire) -> None:

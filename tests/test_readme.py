@@ -15,13 +15,12 @@ from typing import Any
 
 import pytest
 
-from tests.wire import DaemonProcess
+from tests.wire import TIMESTAMP, DaemonProcess
 
 ROOT = Path(__file__).parent.parent
 README = ROOT / "README.md"
 BLOCK = re.compile(r"<!-- readme-test: (\w+) -->\n```\w+\n(.*?)```", re.S)
 BLOCKS = BLOCK.findall(README.read_text())
-TIMESTAMP = re.compile(r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{3}Z")
 
 
 def test_the_readme_has_tested_examples() -> None:
@@ -69,7 +68,7 @@ def tour_lines() -> tuple[list[str], dict[Any, dict[str, Any]]]:
 
 
 def without_clock(value: Any) -> Any:
-    """`value` with every timestamp (ISO 8601, UTC, milliseconds) replaced by one marker."""
+    """`value` with every timestamp replaced by one marker."""
     if isinstance(value, dict):
         return {key: without_clock(item) for key, item in value.items()}
     if isinstance(value, list):

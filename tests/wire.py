@@ -9,6 +9,7 @@ from __future__ import annotations
 import itertools
 import json
 import os
+import re
 import shutil
 import signal
 import socket
@@ -25,6 +26,9 @@ from anyio.abc import SocketStream
 from anyio.streams.buffered import BufferedByteReceiveStream
 
 MAX_LINE = 64 * 1024 * 1024
+
+TIMESTAMP = re.compile(r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{3}Z")
+"""A timestamp as the protocol writes it: ISO 8601 in UTC, to the millisecond."""
 
 TOO_BIG_TO_SEND = {f"k{n}": "v" * 1000 for n in range(8000)}
 """About 8 MB of data: more than a socket takes while its peer reads nothing,
