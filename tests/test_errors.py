@@ -7,17 +7,9 @@ import json
 import anyio
 import pytest
 
-from tests.wire import RpcFailed, Wire, request
+from tests.wire import RpcFailed, Wire, nested, request
 
 pytestmark = pytest.mark.anyio
-
-
-def nested(depth: int) -> object:
-    """A value nested ``depth`` levels deep: 1 inside that many lists."""
-    value: object = 1
-    for _ in range(depth):
-        value = [value]
-    return value
 
 
 def _error(reply: dict) -> dict:

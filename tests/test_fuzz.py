@@ -23,7 +23,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from tests.wire import DaemonProcess, call_sync, seed
+from tests.wire import DaemonProcess, call_sync, nested, seed
 from vtd.methods import METHODS
 
 EXAMPLES = int(os.environ.get("VTD_FUZZ_EXAMPLES", "150"))
@@ -247,14 +247,11 @@ def test_random_batches(session: Session, batch: list) -> None:
 def test_deep_nesting_is_refused_in_bounded_time(session: Session) -> None:
     session.check(b"[" * 100_000 + b"]" * 100_000)
     session.check(b'{"a":' * 50_000 + b"1" + b"}" * 50_000)
-    value: Any = 1
-    for _ in range(300):
-        value = [value]
     request = {
         "jsonrpc": "2.0",
         "id": 1,
         "method": "data.set",
-        "params": {"extensionId": "fuzz", "id": "i1", "key": "deep", "value": value},
+        "params": {"extensionId": "fuzz", "id": "i1", "key": "deep", "value": nested(300)},
     }
     session.sock.sendall(_line(request) + b"\n")
     reply = json.loads(session.read_line())

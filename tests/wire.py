@@ -53,6 +53,14 @@ def request(method: str, params: dict[str, Any], id: Any = None) -> dict[str, An
     return message
 
 
+def nested(depth: int) -> object:
+    """A value nested ``depth`` levels deep: 1 inside that many lists."""
+    value: object = 1
+    for _ in range(depth):
+        value = [value]
+    return value
+
+
 class Wire:
     """One async connection: send lines, read lines, or make calls."""
 
